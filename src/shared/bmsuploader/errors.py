@@ -1,0 +1,133 @@
+"""Typed errors, and the one place that decides what each failure means.
+
+Every failure the pipeline can meet is one of these classes. The decision the
+handlers act on -- retry later, park the whole queue, or dead-letter one
+message -- is a property of the class, so it reads in one place
+(:data:`DISPOSITIONS`) instead of being scattered through ``except`` blocks.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Disposition(StrEnum):
+    """What the poster does with a message whose processing raised."""
+
+    RETRY = "retry"  # transient: come back later with a growing delay
+    PARK = "park"  # systemic (auth, rate limit, budget): hold the queue, burn nothing
+    DEAD_LETTER = "dead_letter"  # this message can never succeed: move it to the DLQ
+
+
+class BmsUploaderError(Exception):
+    """Base class. ``str(err)`` is written to be read alone in a log line."""
+
+    disposition: Disposition = Disposition.RETRY
+
+
+# --- configuration -------------------------------------------------------
+
+
+class ConfigError(BmsUploaderError):
+    """The sources file or the environment is invalid. Raised at load time."""
+
+    disposition = Disposition.PARK
+
+
+# --- fetcher side -------------------------------------------------------------
+
+
+class SourceError(BmsUploaderError):
+    """A source could not be read this run. Other sources still go ahead."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"source {source!r}: {message}")
+        self.source = source
+
+
+class FetchError(SourceError):
+    """Network error, timeout or HTTP error after the client's retries."""
+
+
+class SourceFormatError(SourceError):
+    """The page was fetched but does not look like the configured format.
+
+    Zero rows, or rows missing a required field. Never read as "nothing new":
+    a layout change must be loud.
+    """
+
+
+# --- poster side --------------------------------------------------------------
+
+
+class PoisonMessageError(BmsUploaderError):
+    """The message itself is unusable (bad JSON, unknown schema version)."""
+
+    disposition = Disposition.DEAD_LETTER
+
+
+class PublishError(BmsUploaderError):
+    """Base for failures reported by the publisher (X)."""
+
+    #: seconds the message should stay invisible before its next attempt;
+    #: ``None`` lets the poster pick a growing backoff.
+    delay_seconds: int | None = None
+    outcome: str = "publish_failed"
+
+
+class TransientPublishError(PublishError):
+    """5xx, timeouts, connection errors: try again later."""
+
+    disposition = Disposition.RETRY
+    outcome = "retry"
+
+
+class RateLimitedError(PublishError):
+    """429: wait until ``x-rate-limit-reset``. Never sleep inside Lambda."""
+
+    disposition = Disposition.PARK
+    outcome = "rate_limited"
+
+    def __init__(self, message: str, delay_seconds: int) -> None:
+        super().__init__(message)
+        self.delay_seconds = delay_seconds
+
+
+class AuthError(PublishError):
+    """401 or a permission 403: the operator must act; messages must not burn."""
+
+    disposition = Disposition.PARK
+    outcome = "auth_failed"
+
+
+class BudgetExceededError(PublishError):
+    """The monthly post budget is used up; messages wait for the next month."""
+
+    disposition = Disposition.PARK
+    outcome = "budget_blocked"
+
+    def __init__(self, message: str, delay_seconds: int) -> None:
+        super().__init__(message)
+        self.delay_seconds = delay_seconds
+
+
+class PermanentPublishError(PublishError):
+    """400 for this one post: X will never accept it. Dead-letter it."""
+
+    disposition = Disposition.DEAD_LETTER
+    outcome = "poisoned"
+
+
+#: The decision table, for readers: class -> what the poster does.
+DISPOSITIONS: dict[type[BmsUploaderError], Disposition] = {
+    cls: cls.disposition
+    for cls in (
+        ConfigError,
+        PoisonMessageError,
+        TransientPublishError,
+        RateLimitedError,
+        AuthError,
+        BudgetExceededError,
+        PermanentPublishError,
+    )
+}

@@ -1,0 +1,301 @@
+"""Source definitions: which uploaders to watch, and how to read them.
+
+Configuration is data: ``sources.toml`` (beside this package, in
+``src/shared``, so it ships in the layer to both functions) lists the sources;
+``SOURCES_FILE`` overrides the path. Site-specific knowledge lives in XPath
+selectors and presets (``presets.toml``), never in code branches.
+
+Loading validates everything up front. A mistake raises :class:`ConfigError`
+whose message names the file, the source and the field, e.g.::
+
+    sources.toml: source 'example': selectors.row: invalid XPath '//tr[': Invalid predicate
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import re
+import string
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from lxml import etree
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bmsuploader.errors import ConfigError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: Default sources file: ``src/shared/sources.toml`` in the repo, ``/opt/python/sources.toml``
+#: in the layer. Both are the directory above this package.
+DEFAULT_SOURCES_FILE = PACKAGE_DIR.parent / "sources.toml"
+PRESETS_FILE = PACKAGE_DIR / "presets.toml"
+
+#: Fields a post template may use.
+TEMPLATE_FIELDS = frozenset(
+    {"title", "comment", "url", "filename", "size", "uploaded_at", "source", "entry_id"}
+)
+DEFAULT_TEMPLATE = "【新着差分】{title} / {comment} / {url}"
+
+# A source name is the SQS MessageGroupId, so it must use SQS's character set.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+_Strict = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_xpath(value: str) -> str:
+    try:
+        etree.XPath(value)
+    except etree.XPathSyntaxError as exc:
+        raise ValueError(f"invalid XPath {value!r}: {exc}") from exc
+    return value
+
+
+XPathStr = Annotated[str, Field(min_length=1)]
+
+
+class Selectors(BaseModel):
+    """XPath expressions for an ``html`` listing.
+
+    ``row`` selects one element per upload, evaluated against the document.
+    Every other expression is evaluated relative to a row and may return an
+    element (its text is used), an attribute or a string.
+    """
+
+    model_config = _Strict
+
+    row: XPathStr
+    entry_id: XPathStr
+    title: XPathStr
+    url: XPathStr
+    comment: XPathStr | None = None
+    uploaded_at: XPathStr | None = None
+    filename: XPathStr | None = None
+    size: XPathStr | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _valid_xpath(cls, value: str | None) -> str | None:
+        return None if value is None else _check_xpath(value)
+
+
+class FirstRun(BaseModel):
+    """What to do the first time a source is seen (no state yet).
+
+    ``baseline`` records every listed entry as seen and posts nothing, so a
+    new source never floods the timeline. ``post_newest`` posts the newest
+    ``count`` entries and records the rest.
+    """
+
+    model_config = _Strict
+
+    policy: Literal["baseline", "post_newest"] = "baseline"
+    count: int = Field(default=0, ge=0, le=50)
+
+    @model_validator(mode="after")
+    def _count_matches_policy(self) -> Self:
+        if self.policy == "post_newest" and self.count < 1:
+            raise ValueError("policy 'post_newest' needs count >= 1")
+        if self.policy == "baseline" and self.count:
+            raise ValueError("policy 'baseline' posts nothing; remove count or use 'post_newest'")
+        return self
+
+
+class Source(BaseModel):
+    """One uploader listing or feed."""
+
+    model_config = _Strict
+
+    name: str = Field(pattern=NAME_PATTERN)
+    kind: Literal["html", "rss", "atom"]
+    url: str = Field(pattern=r"^https?://")
+    encoding: str | None = None
+    preset: str | None = None
+    selectors: Selectors | None = None
+    #: Applied to the ``entry_id`` field's value (a link or a cell); group 1,
+    #: or the whole match if the pattern has no group, is the stable id.
+    id_regex: str = r"(\d+)"
+    #: URL of older pages, with ``{page}`` = 2, 3, ...; none means one page only.
+    page_url_template: str | None = None
+    max_pages: int = Field(default=1, ge=1, le=20)
+    first_run: FirstRun = FirstRun()
+    template: str = DEFAULT_TEMPLATE
+    include_link: bool = True
+    enabled: bool = True
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            codecs.lookup(value)
+        except LookupError as exc:
+            raise ValueError(f"unknown encoding {value!r}") from exc
+        return value
+
+    @field_validator("id_regex")
+    @classmethod
+    def _valid_regex(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {value!r}: {exc}") from exc
+        if compiled.groups > 1:
+            raise ValueError(f"{value!r} has {compiled.groups} groups; use at most one (the id)")
+        return value
+
+    @field_validator("page_url_template")
+    @classmethod
+    def _has_page_placeholder(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        if fields != {"page"}:
+            raise ValueError(f"{value!r} must contain {{page}} and no other placeholder")
+        if not re.match(r"^https?://", value):
+            raise ValueError(f"{value!r} must be an http(s) URL")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _template_fields(cls, value: str) -> str:
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"invalid template {value!r}: {exc}") from exc
+        unknown = fields - TEMPLATE_FIELDS
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder(s) {sorted(unknown)} in template; "
+                f"allowed: {sorted(TEMPLATE_FIELDS)}"
+            )
+        if "" in fields:
+            raise ValueError("positional placeholder {} in template; name the field, e.g. {title}")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> Self:
+        if self.kind == "html" and self.selectors is None:
+            raise ValueError("kind 'html' needs [selectors] (or a preset that provides them)")
+        if self.kind != "html" and self.selectors is not None:
+            raise ValueError(f"kind {self.kind!r} reads the feed's own fields; remove [selectors]")
+        if self.max_pages > 1 and self.page_url_template is None:
+            raise ValueError("max_pages > 1 needs page_url_template")
+        return self
+
+    def page_url(self, page: int) -> str:
+        """URL of listing page ``page`` (1 is :attr:`url`)."""
+        if page == 1:
+            return self.url
+        if self.page_url_template is None:
+            raise ValueError(f"source {self.name!r} has no page_url_template")
+        return self.page_url_template.format(page=page)
+
+
+class SourcesConfig(BaseModel):
+    model_config = _Strict
+
+    sources: tuple[Source, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        seen: set[str] = set()
+        for src in self.sources:
+            if src.name in seen:
+                raise ValueError(f"duplicate source name {src.name!r}")
+            seen.add(src.name)
+        return self
+
+    @property
+    def enabled(self) -> tuple[Source, ...]:
+        return tuple(s for s in self.sources if s.enabled)
+
+    def get(self, name: str) -> Source:
+        for src in self.sources:
+            if src.name == name:
+                return src
+        raise KeyError(name)
+
+
+def load_presets(path: Path = PRESETS_FILE) -> dict[str, dict[str, Any]]:
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    presets = data.get("preset", {})
+    assert isinstance(presets, dict)
+    return presets
+
+
+def _apply_preset(raw: dict[str, Any], presets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Merge a named preset under the source's own keys (the source wins)."""
+    name = raw.get("preset")
+    if name is None:
+        return raw
+    if name not in presets:
+        raise ValueError(f"preset: unknown preset {name!r}; known: {sorted(presets)}")
+    merged: dict[str, Any] = {k: v for k, v in presets[name].items() if k != "description"}
+    for key, value in raw.items():
+        if key == "selectors" and isinstance(value, dict):
+            merged["selectors"] = {**merged.get("selectors", {}), **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_sources(data: dict[str, Any], *, origin: str = "sources.toml") -> SourcesConfig:
+    """Validate already-loaded TOML data. Errors name the source and the field."""
+    raw_sources = data.get("source")
+    unknown_top = set(data) - {"source"}
+    if unknown_top:
+        raise ConfigError(f"{origin}: unknown top-level key(s) {sorted(unknown_top)}; expected [[source]]")
+    if not isinstance(raw_sources, list) or not raw_sources:
+        raise ConfigError(f"{origin}: no [[source]] tables found")
+    presets = load_presets()
+    sources: list[Source] = []
+    names: set[str] = set()
+    for index, raw in enumerate(raw_sources):
+        label = f"source {raw.get('name')!r}" if isinstance(raw.get("name"), str) else f"source #{index + 1}"
+        try:
+            source = Source.model_validate(_apply_preset(raw, presets))
+        except ValueError as exc:  # ValidationError is a ValueError
+            raise ConfigError(f"{origin}: {label}: {_describe(exc)}") from exc
+        if source.name in names:
+            raise ConfigError(f"{origin}: {label}: name: duplicate source name {source.name!r}")
+        names.add(source.name)
+        sources.append(source)
+    return SourcesConfig(sources=tuple(sources))
+
+
+def _describe(exc: ValueError) -> str:
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<source>"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (typo?)"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def sources_path() -> Path:
+    """``SOURCES_FILE`` if set, else the bundled ``sources.toml``."""
+    override = os.environ.get("SOURCES_FILE")
+    return Path(override) if override else DEFAULT_SOURCES_FILE
+
+
+def load_sources(path: Path | str | None = None) -> SourcesConfig:
+    """Read and validate a sources file. Raises :class:`ConfigError`."""
+    file = Path(path) if path is not None else sources_path()
+    try:
+        with file.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{file}: sources file not found (set SOURCES_FILE or create it)") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    return parse_sources(data, origin=file.name)
