@@ -17,6 +17,7 @@ class Disposition(StrEnum):
     RETRY = "retry"  # transient: come back later with a growing delay
     PARK = "park"  # systemic (auth, rate limit, budget): hold the queue, burn nothing
     DEAD_LETTER = "dead_letter"  # this message can never succeed: move it to the DLQ
+    SET_ASIDE = "set_aside"  # may not go out this month: park it in the DynamoDB backlog
 
 
 class BmsUploaderError(Exception):
@@ -101,14 +102,14 @@ class AuthError(PublishError):
 
 
 class BudgetExceededError(PublishError):
-    """The monthly post budget is used up; messages wait for the next month."""
+    """The monthly post budget is used up (or older entries wait in the backlog).
 
-    disposition = Disposition.PARK
+    The message is set aside in the backlog rather than left on the queue:
+    SQS keeps a message 14 days at most, the budget may hold it for a month.
+    """
+
+    disposition = Disposition.SET_ASIDE
     outcome = "budget_blocked"
-
-    def __init__(self, message: str, delay_seconds: int) -> None:
-        super().__init__(message)
-        self.delay_seconds = delay_seconds
 
 
 class PermanentPublishError(PublishError):

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bmsuploader.errors import PoisonMessageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 #: SQS limit for MessageDeduplicationId (and MessageGroupId).
 MAX_SQS_ID_LENGTH = 128
@@ -64,6 +64,16 @@ def deduplication_id(source: str, entry_id: str) -> str:
     digest = hashlib.sha256(f"{source}\x00{entry_id}".encode()).hexdigest()
     assert len(digest) <= MAX_SQS_ID_LENGTH
     return digest
+
+
+def backlog_deduplication_id(source: str, entry_id: str, parked_at: str) -> str:
+    """Dedup id for an entry coming back from the backlog.
+
+    It must differ from the first send's id (SQS would drop a repeat within 5
+    minutes, and the backlog item is deleted once sent), and from any other
+    time the same entry was parked.
+    """
+    return hashlib.sha256(f"{source}\x00{entry_id}\x00backlog\x00{parked_at}".encode()).hexdigest()
 
 
 def parse_message(body: str) -> EntryMessage:

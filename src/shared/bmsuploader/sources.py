@@ -168,8 +168,7 @@ class Source(BaseModel):
         unknown = fields - TEMPLATE_FIELDS
         if unknown:
             raise ValueError(
-                f"unknown placeholder(s) {sorted(unknown)} in template; "
-                f"allowed: {sorted(TEMPLATE_FIELDS)}"
+                f"unknown placeholder(s) {sorted(unknown)} in template; allowed: {sorted(TEMPLATE_FIELDS)}"
             )
         if "" in fields:
             raise ValueError("positional placeholder {} in template; name the field, e.g. {title}")

@@ -1,0 +1,87 @@
+"""Dedup decisions: which listed entries to announce, record, or leave for later.
+
+Pure functions over plain data, so every rule is a unit test. The fetcher
+feeds them the parsed listing (newest first, as uploaders show it) and the
+set of ids DynamoDB has not seen; they answer what to send, in what order.
+
+Rules:
+
+* **First run** of a source (no baseline yet): record everything listed as
+  seen and announce nothing -- unless the source's ``first_run`` policy says
+  to post the newest N. This is what keeps a new source from flooding.
+* **Later runs**: announce every unseen entry, **oldest first**.
+* **The per-run cap**: at most ``cap`` entries are sent per run. The rest are
+  neither sent nor marked seen, so the next run finds them again. Because
+  the oldest go first, what waits is always the newest part of the listing,
+  and the catch-up walk below still reaches it.
+* **Catch-up**: a listing shows only its newest N. When a whole page is
+  unseen, older pages may hold more unseen entries, so the fetcher walks on
+  until a page contains a seen entry (or ``max_pages``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bmsuploader.parsing import Entry
+from bmsuploader.sources import FirstRun
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one source's run should do."""
+
+    #: send these, in this order (oldest first), then mark each seen
+    send: tuple[Entry, ...] = ()
+    #: record these as seen without sending (the first-run baseline)
+    record: tuple[Entry, ...] = ()
+    #: unseen entries over the cap (oldest first): untouched, found again next run
+    deferred: tuple[Entry, ...] = field(default=())
+
+    @property
+    def complete(self) -> bool:
+        """True when nothing is left for a later run."""
+        return not self.deferred
+
+
+def plan_first_run(listed: Sequence[Entry], policy: FirstRun, cap: int) -> Plan:
+    """Baseline a new source. ``listed`` is newest first."""
+    if policy.policy == "baseline" or policy.count == 0:
+        return Plan(record=tuple(listed))
+    newest_oldest_first = list(reversed(listed[: policy.count]))
+    rest = tuple(listed[policy.count :])
+    cap = max(cap, 0)
+    # The newest entries over the cap are deferred, not baselined: they are
+    # still unseen next run and get announced then.
+    return Plan(
+        send=tuple(newest_oldest_first[:cap]),
+        record=rest,
+        deferred=tuple(newest_oldest_first[cap:]),
+    )
+
+
+def plan_new(unseen_newest_first: Sequence[Entry], cap: int) -> Plan:
+    """Announce unseen entries oldest first, at most ``cap`` of them."""
+    oldest_first = list(reversed(unseen_newest_first))
+    cap = max(cap, 0)
+    return Plan(send=tuple(oldest_first[:cap]), deferred=tuple(oldest_first[cap:]))
+
+
+def page_fully_unseen(page: Sequence[Entry], unseen_ids: set[str]) -> bool:
+    """True when every entry on a page is unseen, so an older page may hold more."""
+    return bool(page) and all(entry.entry_id in unseen_ids for entry in page)
+
+
+def take_unseen(page: Sequence[Entry], unseen_ids: set[str], already: set[str]) -> list[Entry]:
+    """The unseen entries of a page in page order, skipping ids taken from a newer page.
+
+    Listings shift while we walk them (a new upload pushes an entry from
+    page 1 to page 2 between two requests), so an id may appear twice.
+    """
+    taken: list[Entry] = []
+    for entry in page:
+        if entry.entry_id in unseen_ids and entry.entry_id not in already:
+            taken.append(entry)
+            already.add(entry.entry_id)
+    return taken

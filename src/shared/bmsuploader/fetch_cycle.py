@@ -1,0 +1,396 @@
+"""One fetcher run: lease -> for each source: listing -> new entries -> queue.
+
+The handler (``src/fetcher/app.py``) builds the collaborators and calls
+:func:`run_fetch_cycle`. The order of operations *is* the design:
+
+1. Take the run lease (it expires on its own). A second concurrent run --
+   EventBridge Scheduler delivers at least once -- exits cleanly.
+2. Read every source's state in one BatchGetItem.
+3. Per source: conditional GET of page 1 (304 = nothing to do), parse, find
+   the unseen ids with batched reads, walk older pages while a whole page is
+   unseen, and plan (:mod:`bmsuploader.dedup`).
+4. Send the plan oldest first with SendMessageBatch, and mark entries seen
+   **only after** their send succeeded. A crash between the two re-sends
+   (deduplicated by SQS for 5 minutes, then by the poster's idempotency);
+   it never loses an entry.
+0. (Before the sources.) If the poster set entries aside in the backlog
+   because the monthly budget was spent, and the budget allows again, put
+   them back on the queue first, in order. While some remain, new entries
+   wait unseen, so nothing overtakes them.
+5. Save the source's state. The page's validators are kept only when nothing
+   is left waiting: otherwise the next run's conditional GET would answer 304
+   and strand the deferred entries until the page changes.
+
+A source that fails (fetch error, format error) is logged, counted and
+recorded in its state; the other sources still run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bmsuploader.dedup import Plan, page_fully_unseen, plan_first_run, plan_new, take_unseen
+from bmsuploader.errors import FetchError, SourceError, SourceFormatError
+from bmsuploader.fetching import Page
+from bmsuploader.message import backlog_deduplication_id
+from bmsuploader.parsing import Entry, parse_listing
+from bmsuploader.queue import SEND_BATCH_LIMIT, EntryQueue, Outgoing
+from bmsuploader.sources import Source
+from bmsuploader.state import (
+    BacklogItem,
+    Lease,
+    LeaseHeld,
+    PosterControl,
+    SourceState,
+    StateStore,
+    StateStoreError,
+    Validators,
+    budget_month,
+)
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger
+
+
+class PageSource(Protocol):
+    def fetch(
+        self, url: str, *, source: str, validators: Validators | None = None, encoding: str | None = None
+    ) -> Page: ...
+
+
+class MetricsSink(Protocol):
+    """Per-source counters (EMF in Lambda)."""
+
+    def record(self, source: str, counts: dict[str, int]) -> None: ...
+
+
+@dataclass
+class SourceReport:
+    source: str
+    outcome: str = "ok"  # ok | not_modified | baseline | fetch_error | format_error | error
+    found: int = 0
+    new: int = 0
+    enqueued: int = 0
+    deferred: int = 0
+    pages: int = 0
+    error: str | None = None
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "EntriesFound": self.found,
+            "EntriesNew": self.new,
+            "EntriesEnqueued": self.enqueued,
+            "EntriesDeferred": self.deferred,
+            "FormatErrors": int(self.outcome == "format_error"),
+            "FetchErrors": int(self.outcome == "fetch_error"),
+        }
+
+
+@dataclass
+class CycleReport:
+    outcome: str  # completed | skipped_lease_held
+    sources: list[SourceReport] = field(default_factory=list)
+    lease_holder: str | None = None
+    requeued_from_backlog: int = 0
+    backlog_pending: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "lease_holder": self.lease_holder,
+            "sources": [vars(s) for s in self.sources],
+            "enqueued": sum(s.enqueued for s in self.sources),
+            "requeued_from_backlog": self.requeued_from_backlog,
+            "backlog_pending": self.backlog_pending,
+        }
+
+
+@dataclass
+class FetchCycle:
+    """Everything one run needs; built by the handler, injected in tests."""
+
+    #: every configured source: enabled ones are fetched; any may have a backlog to drain
+    sources: tuple[Source, ...]
+    store: StateStore
+    queue: EntryQueue
+    pages: PageSource
+    logger: Logger
+    metrics: MetricsSink
+    clock: Callable[[], datetime]
+    max_enqueue: int = 20
+    #: the poster's MONTHLY_POST_BUDGET (0 = unlimited): the backlog drains only within it
+    monthly_budget: int = 0
+
+    def run(self, *, owner: str, lease_seconds: int) -> CycleReport:
+        now = self.clock()
+        lease = self.store.acquire_lease(owner, now=int(now.timestamp()), ttl_seconds=lease_seconds)
+        if isinstance(lease, LeaseHeld):
+            self.logger.info(
+                "another fetcher run holds the lease; this run exits without doing anything",
+                extra={
+                    "outcome": "skipped_lease_held",
+                    "lease_owner": lease.owner,
+                    "lease_expires_at": lease.expires_at,
+                },
+            )
+            return CycleReport(outcome="skipped_lease_held", lease_holder=lease.owner)
+        try:
+            return self._run_sources(lease)
+        finally:
+            if not self.store.release_lease(lease):
+                self.logger.warning(
+                    "the lease expired during this run and was taken over; consider a longer lease",
+                    extra={"outcome": "lease_lost"},
+                )
+
+    def _run_sources(self, lease: Lease) -> CycleReport:
+        report = CycleReport(outcome="completed")
+        enabled = [s for s in self.sources if s.enabled]
+        if not enabled:
+            self.logger.warning(
+                "no source is enabled in the sources file: nothing to fetch (set enabled = true)",
+                extra={"outcome": "no_sources"},
+            )
+        states, control = self.store.get_run_state([s.name for s in enabled], budget_month(self.clock()))
+        budget = self.max_enqueue
+        hold_new = False
+        if control.backlog_pending:
+            requeued, still_pending = self._drain_backlog(control, budget)
+            report.requeued_from_backlog = requeued
+            report.backlog_pending = still_pending
+            budget -= requeued
+            # Budget left but the run cap was reached: new entries wait (unseen)
+            # so they cannot overtake the rest of the backlog. With the budget
+            # spent, they go to the queue and the poster parks them behind it.
+            hold_new = still_pending and control.budget_left(self.monthly_budget) != 0
+        for source in enabled:
+            self.logger.append_keys(source=source.name)
+            try:
+                result = self._run_source(source, states.get(source.name), 0 if hold_new else budget)
+            except Exception as exc:
+                self.logger.exception(
+                    f"source {source.name!r}: unexpected error; its entries stay unseen and are retried "
+                    "next run",
+                    extra={"outcome": "error"},
+                )
+                result = SourceReport(source=source.name, outcome="error", error=repr(exc))
+            finally:
+                self.logger.remove_keys(["source"])
+            budget -= result.enqueued
+            report.sources.append(result)
+            self.metrics.record(source.name, result.counts())
+        return report
+
+    def _drain_backlog(self, control: PosterControl, cap: int) -> tuple[int, bool]:
+        """Re-queue parked entries, oldest first per source. Returns (re-queued, still pending)."""
+        left = control.budget_left(self.monthly_budget)
+        if left == 0:
+            self.logger.info(
+                f"the monthly post budget ({self.monthly_budget}) is spent for {control.month}; "
+                "entries set aside in the backlog wait for next month",
+                extra={"outcome": "backlog_waiting"},
+            )
+            return 0, True
+        limit = cap if left is None else min(cap, left)
+        requeued = 0
+        complete = True
+        for source in self.sources:
+            items = self.store.backlog(source.name, limit=limit - requeued + 1)
+            if not items:
+                continue
+            room = max(limit - requeued, 0)
+            if len(items) > room:
+                complete = False
+            sent = self._requeue(source.name, items[:room])
+            requeued += sent
+            if sent < min(len(items), room):
+                complete = False
+                break
+        if complete:
+            self.store.backlog_drained(control.backlog_parked)
+        return requeued, not complete
+
+    def _requeue(self, source: str, items: list[BacklogItem]) -> int:
+        sent = 0
+        for start in range(0, len(items), SEND_BATCH_LIMIT):
+            chunk = items[start : start + SEND_BATCH_LIMIT]
+            result = self.queue.send(
+                [
+                    Outgoing(
+                        entry_id=item.entry_id,
+                        body=item.body,
+                        group_id=source,
+                        deduplication_id=backlog_deduplication_id(source, item.entry_id, item.parked_at),
+                        backlog_order=item.order,
+                    )
+                    for item in chunk
+                ]
+            )
+            done = chunk[: len(result.sent)]
+            # Deleted only after the send succeeded: a crash in between sends
+            # again next run, and the poster's idempotency absorbs it.
+            self.store.unpark(done)
+            for item in done:
+                self.logger.info(
+                    "re-queued from the backlog",
+                    extra={"source": source, "entry_id": item.entry_id, "outcome": "requeued"},
+                )
+            sent += len(done)
+            if result.failed:
+                self.logger.error(
+                    "could not re-queue from the backlog; retried next run",
+                    extra={"source": source, "outcome": "enqueue_failed", "reason": result.failed[0][1]},
+                )
+                break
+        return sent
+
+    # --- one source ------------------------------------------------------------
+
+    def _run_source(self, source: Source, state: SourceState | None, budget: int) -> SourceReport:
+        report = SourceReport(source=source.name)
+        first_run = state is None or not state.baseline_done
+        state = state or SourceState()
+        now = self.clock()
+        try:
+            page = self.pages.fetch(
+                source.url,
+                source=source.name,
+                validators=None if first_run else state.validators,
+                encoding=source.encoding,
+            )
+            report.pages = 1
+            if page.not_modified:
+                report.outcome = "not_modified"
+                self.store.put_source_state(source.name, state.succeeded(now, state.validators))
+                self.logger.info(
+                    "listing not modified since last run (HTTP 304)", extra={"outcome": "not_modified"}
+                )
+                return report
+            listed = parse_listing(source, page.text, page_url=page.url)
+            report.found = len(listed)
+            unseen = self.store.unseen(source.name, [e.entry_id for e in listed])
+            if first_run:
+                plan = plan_first_run(listed, source.first_run, budget)
+                report.outcome = "baseline"
+            else:
+                plan = plan_new(self._collect_unseen(source, listed, unseen, report), budget)
+            report.new = len(plan.send) + len(plan.deferred)
+            complete = self._execute(source, plan, report, now)
+        except SourceError as exc:
+            return self._source_failed(source, state, report, exc, now)
+        validators = page.validators if complete else Validators()
+        self.store.put_source_state(source.name, state.succeeded(now, validators))
+        self.logger.info(
+            "source done",
+            extra={
+                "outcome": report.outcome,
+                "found": report.found,
+                "new": report.new,
+                "enqueued": report.enqueued,
+                "deferred": report.deferred,
+                "pages": report.pages,
+            },
+        )
+        return report
+
+    def _collect_unseen(
+        self, source: Source, listed: list[Entry], unseen_ids: set[str], report: SourceReport
+    ) -> list[Entry]:
+        """Unseen entries, newest first, walking older pages while a page is wholly unseen."""
+        taken: set[str] = set()
+        collected = take_unseen(listed, unseen_ids, taken)
+        page_entries, page_unseen = listed, unseen_ids
+        page_number = 1
+        while page_fully_unseen(page_entries, page_unseen):
+            if page_number >= source.max_pages:
+                if source.max_pages > 1 or source.page_url_template:
+                    self.logger.warning(
+                        "every entry up to max_pages is new; older uploads beyond it may be missed "
+                        "(raise max_pages if the uploader had a burst)",
+                        extra={"outcome": "catch_up_limit", "pages": page_number},
+                    )
+                break
+            page_number += 1
+            older = self.pages.fetch(
+                source.page_url(page_number), source=source.name, encoding=source.encoding
+            )
+            report.pages = page_number
+            page_entries = parse_listing(source, older.text, page_url=older.url)
+            page_unseen = self.store.unseen(source.name, [e.entry_id for e in page_entries])
+            collected.extend(take_unseen(page_entries, page_unseen, taken))
+        return collected
+
+    def _execute(self, source: Source, plan: Plan, report: SourceReport, now: datetime) -> bool:
+        """Record the baseline, then send oldest first and mark each batch seen."""
+        if plan.record:
+            self.store.mark_seen(source.name, [e.entry_id for e in plan.record], now=now)
+            for entry in plan.record:
+                self.logger.debug(
+                    "recorded as seen (baseline)", extra={"entry_id": entry.entry_id, "outcome": "baseline"}
+                )
+            self.logger.info(
+                "first run: recorded the listing as the baseline",
+                extra={"outcome": "baseline", "recorded": len(plan.record), "to_send": len(plan.send)},
+            )
+        sends = list(plan.send)
+        complete = plan.complete
+        for start in range(0, len(sends), SEND_BATCH_LIMIT):
+            batch = sends[start : start + SEND_BATCH_LIMIT]
+            result = self.queue.send_batch([entry.to_message(source.name, now) for entry in batch])
+            if result.sent:
+                try:
+                    self.store.mark_seen(source.name, [m.entry_id for m in result.sent], now=now)
+                except StateStoreError as exc:
+                    # Sent but not marked: next run sends them again and the
+                    # poster's idempotency absorbs the repeat. Nothing is lost.
+                    self.logger.error(
+                        "entries were enqueued but could not be marked seen; they will be re-sent",
+                        extra={"outcome": "mark_seen_failed", "error": str(exc)},
+                    )
+                    complete = False
+                for message in result.sent:
+                    self.logger.info("enqueued", extra={"entry_id": message.entry_id, "outcome": "enqueued"})
+                report.enqueued += len(result.sent)
+            if result.failed:
+                for message, reason in result.failed:
+                    self.logger.error(
+                        "could not enqueue; the entry stays unseen and is sent next run",
+                        extra={"entry_id": message.entry_id, "outcome": "enqueue_failed", "reason": reason},
+                    )
+                deferred = len(sends) - start - len(result.sent)
+                report.deferred += deferred
+                complete = False
+                break
+        report.deferred += len(plan.deferred)
+        for entry in plan.deferred:
+            self.logger.info(
+                "over this run's enqueue cap; waits for the next run",
+                extra={"entry_id": entry.entry_id, "outcome": "deferred"},
+            )
+        return complete
+
+    def _source_failed(
+        self, source: Source, state: SourceState, report: SourceReport, exc: SourceError, now: datetime
+    ) -> SourceReport:
+        report.outcome = "format_error" if isinstance(exc, SourceFormatError) else "fetch_error"
+        report.error = str(exc)
+        failed = state.failed(now, str(exc))
+        self.store.put_source_state(source.name, failed)
+        hint = (
+            "the page no longer matches the configured selectors: check the site and sources.toml "
+            "(`bmsuploader parse --source ... --url ...`)"
+            if isinstance(exc, SourceFormatError)
+            else "the site could not be fetched; it is retried on the next schedule"
+        )
+        self.logger.error(
+            f"{exc} -- {hint}",
+            extra={
+                "outcome": report.outcome,
+                "consecutive_failures": failed.consecutive_failures,
+            },
+        )
+        assert isinstance(exc, (FetchError, SourceFormatError))
+        return report

@@ -1,0 +1,208 @@
+"""Local AWS: a moto server on loopback, and the stack's resources made from template.yaml.
+
+Used by the tests and by ``bmsuploader run-local``. Names and attributes
+(keys, TTL, FIFO, redrive, visibility) are read from ``template.yaml`` --
+never repeated here -- so the local stack cannot drift from the deployed one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from bmsuploader.local.template import load_template
+
+REGION = "ap-northeast-1"
+ACCOUNT = "123456789012"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _faithful_fifo_sequence_numbers() -> None:
+    """Make moto's FIFO SequenceNumbers increase, as SQS documents they do.
+
+    SQS: "SequenceNumber continues to increase for a particular
+    MessageGroupId". moto draws 20 random digits instead. The poster's
+    backlog keeps upload order by this number, so the emulator must honour
+    the guarantee the real service gives.
+    """
+    import itertools
+
+    from moto.sqs import models
+
+    if getattr(models.Queue.add_message, "_bmsuploader", False):
+        return
+    counter = itertools.count(10**19)
+    original = models.Queue.add_message
+
+    def add_message(self: Any, message: Any) -> None:
+        if message.sequence_number is not None:
+            message.sequence_number = str(next(counter))
+        original(self, message)
+
+    add_message._bmsuploader = True  # type: ignore[attr-defined]
+    models.Queue.add_message = add_message  # type: ignore[method-assign]
+
+
+def start_moto_server() -> tuple[Any, str]:
+    """Start moto's server in this process on a free loopback port."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    _faithful_fifo_sequence_numbers()
+    # werkzeug logs every request at INFO: thousands of lines per test run.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server, f"http://127.0.0.1:{port}"
+
+
+@dataclass(frozen=True)
+class StackResources:
+    stack_name: str
+    table_name: str
+    idempotency_table: str
+    queue_url: str
+    dlq_url: str
+    x_parameter_path: str
+    poster_timeout: int
+
+    def environment(self) -> dict[str, str]:
+        """The handlers' environment, as template.yaml would set it."""
+        return {
+            "TABLE_NAME": self.table_name,
+            "IDEMPOTENCY_TABLE": self.idempotency_table,
+            "QUEUE_URL": self.queue_url,
+            "DLQ_URL": self.dlq_url,
+            "X_PARAMETER_PATH": self.x_parameter_path,
+        }
+
+
+class _Resolver:
+    """Just enough of CloudFormation's intrinsic functions for tables and queues."""
+
+    def __init__(self, template: dict[str, Any], stack_name: str) -> None:
+        self.template = template
+        self.stack_name = stack_name
+        self.physical: dict[str, dict[str, str]] = {}  # logical id -> attribute -> value
+
+    def parameter(self, name: str) -> str:
+        if name == "AWS::StackName":
+            return self.stack_name
+        if name == "AWS::Region":
+            return REGION
+        if name == "AWS::AccountId":
+            return ACCOUNT
+        param = self.template.get("Parameters", {}).get(name)
+        if param is not None:
+            return str(param.get("Default", ""))
+        return self.physical[name]["Ref"]
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            if set(value) == {"Ref"}:
+                return self.parameter(value["Ref"])
+            if set(value) == {"Fn::Sub"}:
+                text = value["Fn::Sub"]
+                if isinstance(text, list):
+                    text, variables = text
+                    for key, val in variables.items():
+                        text = text.replace("${" + key + "}", str(self.resolve(val)))
+                return re.sub(r"\$\{([^}]+)\}", lambda m: self._sub_var(m.group(1)), text)
+            if set(value) == {"Fn::GetAtt"}:
+                target = value["Fn::GetAtt"]
+                logical, attr = target if isinstance(target, list) else target.split(".", 1)
+                return self.physical[logical][attr]
+            return {k: self.resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        return value
+
+    def _sub_var(self, name: str) -> str:
+        if "." in name:
+            logical, attr = name.split(".", 1)
+            return self.physical[logical][attr]
+        return self.parameter(name)
+
+
+def _resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template.get("Resources", {}).items() if v.get("Type") == kind}
+
+
+def provision_stack(template_path: Path, *, stack_name: str) -> StackResources:
+    """Create the template's tables and queues (and the X parameters) on the current endpoint."""
+    template = load_template(template_path)
+    resolver = _Resolver(template, stack_name)
+    dynamodb = boto3.client("dynamodb", region_name=os.environ.get("AWS_DEFAULT_REGION", REGION))
+    sqs = boto3.client("sqs", region_name=os.environ.get("AWS_DEFAULT_REGION", REGION))
+    ssm = boto3.client("ssm", region_name=os.environ.get("AWS_DEFAULT_REGION", REGION))
+
+    for logical, resource in _resources_of(template, "AWS::DynamoDB::Table").items():
+        props = resolver.resolve(resource["Properties"])
+        name = props.get("TableName") or f"{stack_name}-{logical}"
+        dynamodb.create_table(
+            TableName=name,
+            KeySchema=props["KeySchema"],
+            AttributeDefinitions=props["AttributeDefinitions"],
+            BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
+        )
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl and ttl.get("Enabled"):
+            dynamodb.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
+            )
+        resolver.physical[logical] = {"Ref": name, "Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"}
+
+    queues = _resources_of(template, "AWS::SQS::Queue")
+    # Dead-letter queues first: a queue's RedrivePolicy names its DLQ's ARN.
+    ordered = sorted(queues, key=lambda logical: "RedrivePolicy" in queues[logical].get("Properties", {}))
+    for logical in ordered:
+        props = resolver.resolve(queues[logical].get("Properties", {}))
+        name = props.pop("QueueName", None) or f"{stack_name}-{logical}"
+        attributes = {key: _attr(value) for key, value in props.items() if key not in {"Tags"}}
+        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        resolver.physical[logical] = {"Ref": url, "Arn": arn, "QueueName": name, "QueueUrl": url}
+
+    functions = _resources_of(template, "AWS::Serverless::Function")
+    poster = functions.get("PosterFunction", {}).get("Properties", {})
+    timeout = int(poster.get("Timeout") or template.get("Globals", {}).get("Function", {}).get("Timeout", 3))
+
+    from bmsuploader.publishing import CREDENTIAL_NAMES  # the poster edge (imports tweepy)
+
+    x_path = resolver.parameter("XParameterPath").rstrip("/")
+    for name in CREDENTIAL_NAMES:
+        ssm.put_parameter(Name=f"{x_path}/{name}", Value=f"local-{name}", Type="SecureString", Overwrite=True)
+
+    return StackResources(
+        stack_name=stack_name,
+        table_name=resolver.physical["StateTable"]["Ref"],
+        idempotency_table=resolver.physical["IdempotencyTable"]["Ref"],
+        queue_url=resolver.physical["Queue"]["Ref"],
+        dlq_url=resolver.physical["DeadLetterQueue"]["Ref"],
+        x_parameter_path=x_path,
+        poster_timeout=timeout,
+    )
+
+
+def _attr(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)

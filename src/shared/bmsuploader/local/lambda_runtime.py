@@ -1,0 +1,110 @@
+"""Just enough of the Lambda runtime to invoke the real handlers locally.
+
+* :func:`load_handler` imports ``src/<function>/app.py`` the way Lambda does
+  (fresh module, environment read at import).
+* :class:`FakeContext` has the attributes Powertools reads.
+* :func:`receive_as_event` receives the messages really waiting on the queue
+  and shapes them exactly as Lambda's SQS event source mapping delivers them
+  (camelCase record keys, string attributes, ``md5OfBody``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+
+from bmsuploader.local.aws import REGION
+
+SRC = Path(__file__).resolve().parents[3]  # .../src
+
+
+def load_handler(function: str) -> ModuleType:
+    """Import a fresh copy of ``src/<function>/app.py`` (module ``<function>_app``)."""
+    path = SRC / function / "app.py"
+    name = f"{function}_app"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class FakeContext:
+    function_name: str = "local"
+    timeout_seconds: int = 30
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    memory_limit_in_mb: int = 256
+    function_version: str = "$LATEST"
+    log_group_name: str = "/aws/lambda/local"
+    log_stream_name: str = "local"
+    _started: float = field(default_factory=time.monotonic)
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{REGION}:123456789012:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_seconds - (time.monotonic() - self._started)) * 1000))
+
+
+def receive_as_event(queue_url: str, *, max_messages: int = 10, wait_seconds: int = 0) -> dict[str, Any]:
+    """Receive up to 10 messages and wrap them as a Lambda SQS event."""
+    sqs = boto3.client("sqs")
+    response = sqs.receive_message(
+        QueueUrl=queue_url,
+        MaxNumberOfMessages=max_messages,
+        WaitTimeSeconds=wait_seconds,
+        MessageSystemAttributeNames=["All"],
+        MessageAttributeNames=["All"],
+    )
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return {"Records": [_record(m, arn) for m in response.get("Messages", [])]}
+
+
+def _record(message: Any, queue_arn: str) -> dict[str, Any]:
+    body = message["Body"]
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": body,
+        "attributes": dict(message.get("Attributes", {})),
+        "messageAttributes": {
+            key: {
+                "stringValue": value.get("StringValue"),
+                "binaryValue": value.get("BinaryValue"),
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": value["DataType"],
+            }
+            for key, value in message.get("MessageAttributes", {}).items()
+        },
+        "md5OfBody": hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": REGION,
+    }
+
+
+def delete_succeeded(queue_url: str, event: dict[str, Any], response: dict[str, Any]) -> int:
+    """Do what the event source mapping does after the handler returns:
+    delete every record not listed in ``batchItemFailures``."""
+    failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
+    entries: list[Any] = [
+        {"Id": str(i), "ReceiptHandle": r["receiptHandle"]}
+        for i, r in enumerate(event["Records"])
+        if r["messageId"] not in failed
+    ]
+    if entries:
+        boto3.client("sqs").delete_message_batch(QueueUrl=queue_url, Entries=entries)
+    return len(entries)

@@ -1,0 +1,230 @@
+"""``bmsuploader run-local`` (``make run``): the whole pipeline on this machine.
+
+No AWS account and no network: a moto server on loopback stands in for AWS,
+the stack's tables and queues are created from ``template.yaml``, the bundled
+sample uploader site is served from loopback, and posts go to a local fake X
+(or only to the log with ``--dry-run``). The real handlers run: the fetcher
+with ``events/fetcher-schedule.json``, the poster with the messages really
+waiting on the queue, shaped as Lambda's SQS event source delivers them.
+
+State is kept in ``.local-run/`` between runs (DynamoDB items, the sample
+site's uploads, the fake X's posts), so a second run finds nothing new.
+``--new-upload`` adds one upload to the sample site first.
+With ``SOURCES_FILE`` set, that file's real URLs are fetched instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from bmsuploader.local.aws import provision_stack, start_moto_server
+from bmsuploader.local.fake_x import FakeX
+from bmsuploader.local.lambda_runtime import (
+    SRC,
+    FakeContext,
+    delete_succeeded,
+    load_handler,
+    receive_as_event,
+)
+from bmsuploader.local.uploader_site import SAMPLE_COMMENTS, UploaderSite
+
+ROOT = SRC.parent
+TEMPLATE = ROOT / "template.yaml"
+SCHEDULE_EVENT = ROOT / "events" / "fetcher-schedule.json"
+SAMPLE_SOURCES = Path(__file__).with_name("sample_sources.toml")
+SAMPLE_UPLOADS = 30
+STACK_NAME = "bmsuploader-local"
+MAX_POLLS = 50
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def _load_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return default
+
+
+def _sample_site(state_dir: Path, new_upload: bool) -> UploaderSite:
+    saved = _load_json(state_dir / "site.json", {"extra_uploads": 0})
+    extra = int(saved["extra_uploads"]) + (1 if new_upload else 0)
+    site = UploaderSite.with_sample_uploads(SAMPLE_UPLOADS, rows_per_page=20)
+    for i in range(extra):
+        site.add_upload(f"【追加】{SAMPLE_COMMENTS[i % len(SAMPLE_COMMENTS)]} #{i + 1}")
+    (state_dir / "site.json").write_text(json.dumps({"extra_uploads": extra}), encoding="utf-8")
+    return site
+
+
+def _restore_tables(resources: Any, saved: dict[str, list[dict[str, Any]]]) -> None:
+    dynamodb = boto3.client("dynamodb")
+    for table, items in saved.items():
+        name = {"state": resources.table_name, "idempotency": resources.idempotency_table}[table]
+        for start in range(0, len(items), 25):
+            chunk = items[start : start + 25]
+            dynamodb.batch_write_item(RequestItems={name: [{"PutRequest": {"Item": i}} for i in chunk]})
+
+
+def _dump_tables(resources: Any) -> dict[str, list[dict[str, Any]]]:
+    dynamodb = boto3.client("dynamodb")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for key, name in (("state", resources.table_name), ("idempotency", resources.idempotency_table)):
+        items: list[dict[str, Any]] = []
+        for page in dynamodb.get_paginator("scan").paginate(TableName=name):
+            items.extend(page["Items"])
+        out[key] = [i for i in items if i.get("pk", {}).get("S") != "LEASE"]
+    return out
+
+
+def run_local(
+    *, new_upload: bool = False, dry_run: bool = False, state_dir: Path = Path(".local-run")
+) -> int:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    out = sys.stdout
+    with ExitStack() as stack:
+        moto, endpoint = start_moto_server()
+        stack.callback(moto.stop)
+        stack.enter_context(
+            _environment(
+                {
+                    "AWS_ENDPOINT_URL": endpoint,
+                    "AWS_ACCESS_KEY_ID": "local",
+                    "AWS_SECRET_ACCESS_KEY": "local",
+                    "AWS_DEFAULT_REGION": "ap-northeast-1",
+                    "POWERTOOLS_SERVICE_NAME": "bmsuploader",
+                    "POWERTOOLS_METRICS_NAMESPACE": "BmsUploader",
+                }
+            )
+        )
+        resources = provision_stack(TEMPLATE, stack_name=STACK_NAME)
+        _restore_tables(resources, _load_json(state_dir / "aws.json", {}))
+
+        user_sources = os.environ.get("SOURCES_FILE")
+        if user_sources:
+            sources_file = Path(user_sources)
+            site_label = f"sources from {sources_file} (real URLs)"
+        else:
+            site = stack.enter_context(_sample_site(state_dir, new_upload))
+            sources_file = state_dir / "sources.toml"
+            sources_file.write_text(
+                SAMPLE_SOURCES.read_text(encoding="utf-8").replace("http://sample.invalid", site.base_url),
+                encoding="utf-8",
+            )
+            site_label = f"sample uploader site {site.base_url} ({len(site.uploads)} uploads)"
+
+        x_label = "DRY_RUN (posts go to the log only)"
+        env = {**resources.environment(), "SOURCES_FILE": str(sources_file), "DRY_RUN": "true"}
+        fake_x: FakeX | None = None
+        if not dry_run:
+            fake_x = stack.enter_context(FakeX())
+            fake_x.posts.extend(_load_json(state_dir / "x.json", []))
+            env.update({"DRY_RUN": "false", "X_API_BASE_URL": fake_x.base_url})
+            x_label = f"fake X {fake_x.base_url}"
+        stack.enter_context(_environment(env))
+
+        print(f"bmsuploader local run\n  AWS: moto server {endpoint} (stack from {TEMPLATE.name})", file=out)
+        print(f"  site: {site_label}\n  X: {x_label}\n", file=out)
+
+        logs = state_dir / "lambda.log"
+        with logs.open("w", encoding="utf-8") as log, _redirect_stdout(log):
+            fetch = load_handler("fetcher").lambda_handler(
+                json.loads(SCHEDULE_EVENT.read_text(encoding="utf-8")),
+                FakeContext(function_name="FetcherFunction", timeout_seconds=120),
+            )
+            posts, waiting = _drain_queue(resources)
+
+        _report(out, fetch=fetch, posts=posts, waiting=waiting, resources=resources, logs=logs)
+        (state_dir / "aws.json").write_text(json.dumps(_dump_tables(resources)), encoding="utf-8")
+        if fake_x is not None:
+            (state_dir / "x.json").write_text(json.dumps(fake_x.posts, ensure_ascii=False), encoding="utf-8")
+    return 0
+
+
+@contextmanager
+def _redirect_stdout(stream: Any) -> Iterator[None]:
+    saved = sys.stdout
+    sys.stdout = stream
+    try:
+        yield
+    finally:
+        sys.stdout = saved
+
+
+def _drain_queue(resources: Any) -> tuple[list[dict[str, Any]], int]:
+    """Poll like the event source mapping until the queue has nothing visible."""
+    poster = load_handler("poster")
+    request_ids: list[str] = []
+    for _ in range(MAX_POLLS):
+        event = receive_as_event(resources.queue_url)
+        if not event["Records"]:
+            break
+        context = FakeContext(function_name="PosterFunction", timeout_seconds=30)
+        request_ids.append(context.aws_request_id)
+        response = poster.lambda_handler(event, context)
+        delete_succeeded(resources.queue_url, event, response)
+        if response.get("batchItemFailures"):
+            break  # parked: the rest waits for its visibility timeout, as in Lambda
+    return _posts_of(resources, set(request_ids)), _waiting(resources.queue_url)
+
+
+def _posts_of(resources: Any, request_ids: set[str]) -> list[dict[str, Any]]:
+    """This run's posts, read back from the idempotency records the poster wrote."""
+    dynamodb = boto3.client("dynamodb")
+    posts = []
+    for page in dynamodb.get_paginator("scan").paginate(TableName=resources.idempotency_table):
+        for item in page["Items"]:
+            data = json.loads(item.get("data", {}).get("S", "null") or "null")
+            if isinstance(data, dict) and data.get("invocation_id") in request_ids:
+                posts.append(data)
+    return sorted(posts, key=lambda p: p["posted_at"])
+
+
+def _waiting(queue_url: str) -> int:
+    attrs = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def _report(
+    out: Any, *, fetch: dict[str, Any], posts: list[dict[str, Any]], waiting: int, resources: Any, logs: Path
+) -> None:
+    print(f"fetcher: {fetch['outcome']}", file=out)
+    print(f"  {'source':<20} {'found':>5} {'new':>5} {'enqueued':>8} {'deferred':>8}  outcome", file=out)
+    for s in fetch["sources"]:
+        print(
+            f"  {s['source']:<20} {s['found']:>5} {s['new']:>5} {s['enqueued']:>8} {s['deferred']:>8}  "
+            f"{s['outcome']}{' - ' + s['error'] if s.get('error') else ''}",
+            file=out,
+        )
+    print(f"\nposter: {len(posts)} post(s)", file=out)
+    for post in posts:
+        print(
+            f"  [{post['outcome']}] weighted {post['weighted_length']:>3}/280  tweet {post['tweet_id']}",
+            file=out,
+        )
+        print(f"      {post['text']}", file=out)
+    dlq = _waiting(resources.dlq_url)
+    print(f"\nqueue: {waiting} waiting, dead-letter queue: {dlq}", file=out)
+    print(f"Lambda logs (JSON, as CloudWatch would show them): {logs}", file=out)

@@ -1,0 +1,67 @@
+"""Logging and metrics shared by both functions (Powertools, EMF).
+
+Every log line that concerns an entry carries ``source``, ``entry_id`` and
+``outcome``; the poster adds ``tweet_id``. Metrics go out as EMF twice: once
+with the ``source`` dimension (to see which uploader is unhappy) and once
+with only ``service`` (what the alarms in template.yaml watch, so an alarm
+does not need to know source names).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "bmsuploader")
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "BmsUploader")
+
+
+class _CurrentStdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is *now*.
+
+    Powertools configures the ``bmsuploader`` logger once per process and
+    reuses it; a plain StreamHandler would keep the stream of that moment. In
+    Lambda that is the same thing, but the tests and ``run-local`` swap
+    ``sys.stdout`` between invocations.
+    """
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+@cache
+def make_logger() -> Logger:
+    """The service logger, one per process. Both functions use it; each
+    handler appends its own ``component`` key per invocation."""
+    return Logger(service=SERVICE, logger_handler=_CurrentStdoutHandler())
+
+
+def make_metrics() -> Metrics:
+    return Metrics(namespace=NAMESPACE, service=SERVICE)
+
+
+class EmfSourceMetrics:
+    """Counts per source (dimension ``source``) plus the service-wide totals."""
+
+    def __init__(self, aggregate: Metrics) -> None:
+        self.aggregate = aggregate
+
+    def record(self, source: str, counts: dict[str, int]) -> None:
+        per_source = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+        per_source.add_dimension(name="source", value=source)
+        for name, value in counts.items():
+            per_source.add_metric(name=name, unit=MetricUnit.Count, value=value)
+            if value:
+                self.aggregate.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        per_source.flush_metrics()

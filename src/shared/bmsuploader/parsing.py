@@ -1,0 +1,348 @@
+"""Fetcher stage, step 3 of 3 (fetch -> decode -> **parse**): decoded page to entries.
+
+Pure functions: text in, :class:`Entry` list out. Site knowledge stays in the
+source configuration (XPath selectors, ``id_regex``); this module only knows
+the three shapes a source can have: an ``html`` listing, an RSS 2.0 feed and
+an Atom feed.
+
+A page that does not look like its configuration raises
+:class:`~bmsuploader.errors.SourceFormatError` -- zero rows, a row without a
+required field, a feed that is not XML. "Nothing parsed" must never read as
+"nothing new": that is how a layout change goes unnoticed for weeks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urljoin
+
+import lxml.html
+from lxml import etree
+
+from bmsuploader.errors import SourceFormatError
+from bmsuploader.message import EntryMessage
+from bmsuploader.sources import Source
+
+ATOM_NS = "http://www.w3.org/2005/Atom"
+_A = {"a": ATOM_NS}
+
+# Feeds come from the network: no external entities, no DTD fetches, no
+# billion-laughs expansion. A broken feed must fail loudly, so no recover=True.
+_FEED_PARSER = etree.XMLParser(
+    resolve_entities=False,
+    no_network=True,
+    load_dtd=False,
+    huge_tree=False,
+    remove_blank_text=True,
+)
+_XML_DECLARATION = re.compile(r"^\ufeff?\s*<\?xml\b[^>]*\?>")
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One upload as listed on a source page."""
+
+    entry_id: str
+    title: str
+    url: str
+    comment: str = ""
+    uploaded_at: str | None = None
+    filename: str | None = None
+    size: str | None = None
+
+    def to_message(self, source: str, fetched_at: datetime) -> EntryMessage:
+        """The queue message for this entry.
+
+        Free text is cut to the message schema's limits: one absurdly long
+        comment on a listing must not make the whole run fail validation.
+        """
+        return EntryMessage(
+            source=source,
+            entry_id=self.entry_id,
+            title=_fit("title", self.title),
+            url=self.url,
+            comment=_fit("comment", self.comment),
+            uploaded_at=_fit_optional("uploaded_at", self.uploaded_at),
+            fetched_at=fetched_at,
+            filename=_fit_optional("filename", self.filename),
+            size=_fit_optional("size", self.size),
+        )
+
+
+def parse_listing(source: Source, text: str, *, page_url: str) -> list[Entry]:
+    """Entries on one page, in page order, first occurrence of each id kept.
+
+    ``page_url`` is the URL the page was actually served from (after
+    redirects); relative links are resolved against it.
+    """
+    if source.kind == "html":
+        entries: Iterable[Entry] = _parse_html(source, text, page_url)
+    elif source.kind == "rss":
+        entries = _parse_rss(source, text, page_url)
+    else:
+        entries = _parse_atom(source, text, page_url)
+    unique: dict[str, Entry] = {}
+    for entry in entries:
+        unique.setdefault(entry.entry_id, entry)
+    return list(unique.values())
+
+
+# --- html ---------------------------------------------------------------------
+
+
+def _parse_html(source: Source, text: str, page_url: str) -> list[Entry]:
+    selectors = source.selectors
+    assert selectors is not None  # Source validation guarantees it for kind "html"
+    if not text.strip():
+        raise SourceFormatError(source.name, "page is empty")
+    # Parse UTF-8 bytes with the encoding pinned: the text is already decoded,
+    # and a leftover <meta charset=Shift_JIS> must not make libxml2 decode it again.
+    parser = lxml.html.HTMLParser(encoding="utf-8")
+    try:
+        document = lxml.html.document_fromstring(text.encode("utf-8"), parser=parser)
+    except (etree.ParserError, ValueError) as exc:
+        raise SourceFormatError(source.name, f"page is not parseable HTML: {exc}") from exc
+    _space_line_breaks(document)
+
+    rows = document.xpath(selectors.row)
+    if not isinstance(rows, list) or not rows:
+        raise SourceFormatError(
+            source.name,
+            f"no rows matched selectors.row {selectors.row!r} (layout changed, or an error page?)",
+        )
+
+    entries = []
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, etree._Element):
+            raise SourceFormatError(source.name, f"selectors.row {selectors.row!r} must select elements")
+
+        def field(name: str, row: etree._Element = row) -> str | None:
+            expression = getattr(selectors, name)
+            return None if expression is None else _xpath_text(row, expression)
+
+        def required(name: str, value: str | None, number: int = number) -> str:
+            if not value:
+                expression = getattr(selectors, name)
+                raise SourceFormatError(
+                    source.name, f"row {number}: {name} is missing (selectors.{name} {expression!r})"
+                )
+            return value
+
+        filename = field("filename") or None
+        title = field("title")
+        # An upload without a comment is normal on these uploaders; the empty
+        # cell is there, so name it after its file. A missing cell is an error.
+        if title == "" and filename:
+            title = filename
+        raw_id = required("entry_id", field("entry_id"))
+        entries.append(
+            Entry(
+                entry_id=_apply_id_regex(source, raw_id, f"row {number}", explicit=True),
+                title=required("title", title),
+                url=urljoin(page_url, required("url", field("url"))),
+                comment=field("comment") or "",
+                uploaded_at=field("uploaded_at") or None,
+                filename=filename,
+                size=field("size") or None,
+            )
+        )
+    return entries
+
+
+def _xpath_text(row: etree._Element, expression: str) -> str | None:
+    """Text of an XPath result: ``None`` if it matched nothing, else collapsed text.
+
+    A list (elements, attributes, text nodes) gives its first non-empty item, so
+    ``td[2]`` and ``td[2]/text()`` both work; a number from ``count()`` is its digits.
+    """
+    result: Any = row.xpath(expression)
+    items = result if isinstance(result, list) else [result]
+    if not items:
+        return None
+    for item in items:
+        if isinstance(item, etree._Element):
+            # string() is the XPath string-value: all descendant text, no comments.
+            value = _collapse(str(item.xpath("string()")))
+        elif isinstance(item, bool):
+            value = "true" if item else ""
+        elif isinstance(item, float):
+            value = str(int(item)) if item.is_integer() else str(item)
+        else:
+            value = _collapse(str(item))
+        if value:
+            return value
+    return ""
+
+
+# --- feeds --------------------------------------------------------------------
+
+
+def _parse_feed(source: Source, text: str) -> etree._Element:
+    # lxml refuses a str that carries an encoding declaration, and the text is
+    # already decoded anyway: drop the declaration and hand over UTF-8 bytes.
+    body = _XML_DECLARATION.sub("", text, count=1).lstrip("\ufeff").strip()
+    if not body:
+        raise SourceFormatError(source.name, "feed is empty")
+    try:
+        return etree.fromstring(body.encode("utf-8"), parser=_FEED_PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise SourceFormatError(source.name, f"feed is not well-formed XML: {exc}") from exc
+
+
+def _parse_rss(source: Source, text: str, page_url: str) -> list[Entry]:
+    root = _parse_feed(source, text)
+    if root.tag != "rss":
+        raise SourceFormatError(source.name, f"expected an RSS 2.0 <rss> document, got <{root.tag}>")
+    items = root.findall("channel/item")
+    if not items:
+        raise SourceFormatError(source.name, "feed has no channel/item elements")
+    entries = []
+    for number, item in enumerate(items, start=1):
+        where = f"item {number}"
+        link = _child_text(item, "link")
+        raw_id = _child_text(item, "guid") or link
+        title = _child_text(item, "title")
+        if not raw_id:
+            raise SourceFormatError(source.name, f"{where}: entry_id is missing (no guid or link)")
+        if not title:
+            raise SourceFormatError(source.name, f"{where}: title is missing (<title>)")
+        if not link:
+            raise SourceFormatError(source.name, f"{where}: url is missing (<link>)")
+        entries.append(
+            Entry(
+                entry_id=_apply_id_regex(source, raw_id, where, explicit=_regex_is_explicit(source)),
+                title=title,
+                url=urljoin(page_url, link),
+                comment=_strip_tags(_child_text(item, "description")),
+                uploaded_at=_rfc822_to_iso(_child_text(item, "pubDate")),
+            )
+        )
+    return entries
+
+
+def _parse_atom(source: Source, text: str, page_url: str) -> list[Entry]:
+    root = _parse_feed(source, text)
+    if root.tag != f"{{{ATOM_NS}}}feed":
+        raise SourceFormatError(source.name, f"expected an Atom <feed> document, got <{root.tag}>")
+    items = root.findall("a:entry", _A)
+    if not items:
+        raise SourceFormatError(source.name, "feed has no entry elements")
+    entries = []
+    for number, item in enumerate(items, start=1):
+        where = f"entry {number}"
+        raw_id = _child_text(item, "a:id")
+        title = _strip_tags(_child_text(item, "a:title"))
+        hrefs = item.xpath("a:link[@rel='alternate' or not(@rel)]/@href", namespaces=_A)
+        link = _collapse(str(hrefs[0])) if isinstance(hrefs, list) and hrefs else ""
+        if not raw_id:
+            raise SourceFormatError(source.name, f"{where}: entry_id is missing (<id>)")
+        if not title:
+            raise SourceFormatError(source.name, f"{where}: title is missing (<title>)")
+        if not link:
+            raise SourceFormatError(source.name, f"{where}: url is missing (<link rel='alternate'>)")
+        when = _child_text(item, "a:published") or _child_text(item, "a:updated")
+        entries.append(
+            Entry(
+                entry_id=_apply_id_regex(source, raw_id, where, explicit=_regex_is_explicit(source)),
+                title=title,
+                url=urljoin(page_url, link),
+                comment=_strip_tags(_child_text(item, "a:summary") or _child_text(item, "a:content")),
+                uploaded_at=_iso_or_raw(when),
+            )
+        )
+    return entries
+
+
+def _child_text(parent: etree._Element, path: str) -> str:
+    child = parent.find(path, _A)
+    return "" if child is None else _collapse(str(child.xpath("string()")))
+
+
+def _strip_tags(markup: str) -> str:
+    """Plain text of an HTML fragment (RSS descriptions are escaped HTML)."""
+    if "<" not in markup and "&" not in markup:
+        return markup
+    try:
+        fragment = lxml.html.fragment_fromstring(markup, create_parent="div")
+    except (etree.ParserError, ValueError):
+        return markup
+    _space_line_breaks(fragment)
+    return _collapse(fragment.text_content())
+
+
+def _space_line_breaks(root: etree._Element) -> None:
+    """Make ``曲名<br>追加音源`` read "曲名 追加音源", not "曲名追加音源"."""
+    for element in root.iter("br", "p", "div", "li", "tr"):
+        element.tail = " " + (element.tail or "")
+
+
+def _rfc822_to_iso(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).isoformat()
+    except (TypeError, ValueError, IndexError):
+        return value
+
+
+def _iso_or_raw(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).isoformat()
+    except ValueError:
+        return value
+
+
+# --- shared -------------------------------------------------------------------
+
+
+def _regex_is_explicit(source: Source) -> bool:
+    # A feed's guid/id is already the stable id. The default "(\d+)" would turn
+    # "tag:example.com,2005:123" into "2005" and "http://host:8080/..." into
+    # "8080" for every item, so for feeds only a configured id_regex applies.
+    return "id_regex" in source.model_fields_set
+
+
+def _apply_id_regex(source: Source, value: str, where: str, *, explicit: bool) -> str:
+    if not explicit:
+        return value
+    match = re.search(source.id_regex, value)
+    if match is None:
+        raise SourceFormatError(
+            source.name,
+            f"{where}: entry_id is missing: id_regex {source.id_regex!r} does not match {value!r}",
+        )
+    entry_id = match.group(1) if match.re.groups else match.group(0)
+    if not entry_id:
+        raise SourceFormatError(
+            source.name, f"{where}: entry_id is missing: id_regex matched an empty string"
+        )
+    return entry_id
+
+
+def _collapse(value: str) -> str:
+    return _WHITESPACE.sub(" ", value).strip()
+
+
+def _max_length(field_name: str) -> int:
+    for constraint in EntryMessage.model_fields[field_name].metadata:
+        limit = getattr(constraint, "max_length", None)
+        if isinstance(limit, int):
+            return limit
+    raise AssertionError(f"EntryMessage.{field_name} has no max_length")
+
+
+def _fit(field_name: str, value: str) -> str:
+    limit = _max_length(field_name)
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _fit_optional(field_name: str, value: str | None) -> str | None:
+    return None if value is None else _fit(field_name, value)

@@ -1,0 +1,107 @@
+"""AWS API calls per fetcher run, counted exactly with botocore event hooks.
+
+The budget is part of the design (batched reads and writes, one state read
+for all sources), so a change that adds a call per entry fails here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from bmsuploader.local.lambda_runtime import FakeContext, load_handler
+from bmsuploader.local.uploader_site import UploaderSite
+from tests.integration.conftest import scheduled_event, write_sources
+
+pytestmark = pytest.mark.integration
+
+
+def counted_run(app: ModuleType) -> Counter[str]:
+    """Run the handler once and count every AWS API call its clients make."""
+    cycle = app._cycle()
+    calls: Counter[str] = Counter()
+
+    def hook(model: Any, **_: Any) -> None:
+        calls[f"{model.service_model.service_name}:{model.name}"] += 1
+
+    clients = (cycle.store.client, cycle.queue.client)
+    for client in clients:
+        client.meta.events.register("before-call", hook)
+    try:
+        app.lambda_handler(scheduled_event(), FakeContext(timeout_seconds=120))
+    finally:
+        for client in clients:
+            client.meta.events.unregister("before-call", hook)
+    return calls
+
+
+@pytest.fixture
+def fifty_row_site() -> Any:
+    with UploaderSite.with_sample_uploads(60, rows_per_page=50) as site:
+        yield site
+
+
+@pytest.fixture
+def app(
+    stack: Any, fifty_row_site: UploaderSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> ModuleType:
+    path = write_sources(tmp_path / "sources.toml", fifty_row_site, feed=False)
+    monkeypatch.setenv("SOURCES_FILE", str(path))
+    module = load_handler("fetcher")
+    counted_run(module)  # the baseline run
+    return module
+
+
+def touch_listing(site: UploaderSite) -> None:
+    """Change the page without adding an upload (a download counter moved)."""
+    newest = site.uploads[-1]
+    site.uploads[-1] = dataclasses.replace(newest, downloads=newest.downloads + 1)
+
+
+def test_fifty_rows_zero_new_costs_five_calls(app: ModuleType, fifty_row_site: UploaderSite) -> None:
+    touch_listing(fifty_row_site)
+    calls = counted_run(app)
+    print(f"\n50 rows, 0 new: {sum(calls.values())} calls {dict(calls)}")
+    assert calls == Counter(
+        {
+            "dynamodb:PutItem": 1,  # the lease
+            "dynamodb:BatchGetItem": 2,  # all sources' state and the poster's control item; the 50 ids
+            "dynamodb:UpdateItem": 1,  # the source's state
+            "dynamodb:DeleteItem": 1,  # lease release
+        }
+    )
+
+
+def test_not_modified_page_costs_four_calls(app: ModuleType) -> None:
+    calls = counted_run(app)
+    print(f"\n304 Not Modified: {sum(calls.values())} calls {dict(calls)}")
+    assert calls == Counter(
+        {
+            "dynamodb:PutItem": 1,
+            "dynamodb:BatchGetItem": 1,
+            "dynamodb:UpdateItem": 1,
+            "dynamodb:DeleteItem": 1,
+        }
+    )
+
+
+def test_fifty_rows_ten_new_costs_seven_calls(app: ModuleType, fifty_row_site: UploaderSite) -> None:
+    for i in range(10):
+        fifty_row_site.add_upload(f"★{i} budget")
+    calls = counted_run(app)
+    print(f"\n50 rows, 10 new: {sum(calls.values())} calls {dict(calls)}")
+    assert calls == Counter(
+        {
+            "dynamodb:PutItem": 1,
+            "dynamodb:BatchGetItem": 2,
+            "dynamodb:UpdateItem": 1,
+            "sqs:SendMessageBatch": 1,  # 10 messages, one batch
+            "dynamodb:BatchWriteItem": 1,  # 10 seen marks, one batch
+            "dynamodb:DeleteItem": 1,
+        }
+    )

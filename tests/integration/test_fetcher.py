@@ -1,0 +1,249 @@
+"""The fetcher handler, end to end: moto server over HTTP + the fake uploader site."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from bmsuploader.errors import ConfigError
+from bmsuploader.local.uploader_site import UploaderSite
+from bmsuploader.message import deduplication_id
+from bmsuploader.state import StateStore
+from tests.integration.conftest import by_source, drain, write_sources
+
+pytestmark = pytest.mark.integration
+
+Run = Callable[..., dict[str, Any]]
+
+
+def test_first_run_records_a_baseline_and_posts_nothing(
+    stack: Any, site: UploaderSite, sources_file: Path, run_fetcher: Run
+) -> None:
+    result = run_fetcher()
+
+    report = by_source(result)
+    assert report["uploader"]["outcome"] == "baseline"
+    assert report["uploader"]["found"] == 20
+    assert report["feed"]["found"] == 20
+    assert result["enqueued"] == 0
+    assert drain(stack.queue_url) == []
+    store = StateStore(stack.table_name)
+    assert store.unseen("uploader", [f"{i:05d}" for i in range(11, 31)]) == set()
+
+
+def test_new_uploads_are_enqueued_oldest_first_with_group_and_dedup_ids(
+    stack: Any, site: UploaderSite, sources_file: Path, run_fetcher: Run
+) -> None:
+    run_fetcher()
+    first = site.add_upload("★5 新しい差分 [ANOTHER]")
+    second = site.add_upload("★6 もう一つ [INSANE]")
+
+    result = run_fetcher()
+
+    assert by_source(result)["uploader"]["enqueued"] == 2
+    assert by_source(result)["feed"]["enqueued"] == 2
+    messages = drain(stack.queue_url)
+    uploader = [(a, m) for a, m in messages if m.source == "uploader"]
+    assert [m.entry_id for _, m in uploader] == [first, second]
+    attributes, message = uploader[0]
+    assert attributes["MessageGroupId"] == "uploader"
+    assert attributes["MessageDeduplicationId"] == deduplication_id("uploader", first)
+    assert message.title == "★5 新しい差分 [ANOTHER]"
+    assert message.url == f"{site.base_url}/up/src/up{first}.zip"
+    assert message.filename == f"up{first}.zip"
+    assert message.schema_version == 1
+
+
+def test_a_second_run_with_nothing_new_sends_nothing_and_uses_conditional_get(
+    stack: Any, site: UploaderSite, sources_file: Path, run_fetcher: Run
+) -> None:
+    run_fetcher()
+    site.add_upload("★1 new")
+    run_fetcher()
+    drain(stack.queue_url)
+    site.requests.clear()
+
+    result = run_fetcher()
+
+    assert result["enqueued"] == 0
+    assert by_source(result)["uploader"]["outcome"] == "not_modified"
+    assert by_source(result)["feed"]["outcome"] == "not_modified"
+    assert drain(stack.queue_url) == []
+
+
+def test_post_newest_first_run_policy(
+    stack: Any, site: UploaderSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_fetcher: Run
+) -> None:
+    path = write_sources(
+        tmp_path / "s.toml", site, feed=False, first_run='{ policy = "post_newest", count = 3 }'
+    )
+    monkeypatch.setenv("SOURCES_FILE", str(path))
+
+    result = run_fetcher()
+
+    assert result["enqueued"] == 3
+    assert [m.entry_id for _, m in drain(stack.queue_url)] == ["00028", "00029", "00030"]
+
+
+def test_catch_up_walks_older_pages_until_a_seen_entry(
+    stack: Any, site: UploaderSite, sources_file: Path, run_fetcher: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site.rows_per_page = 5
+    run_fetcher()
+    added = [site.add_upload(f"★{i} burst") for i in range(12)]
+    site.requests.clear()
+
+    result = run_fetcher()
+
+    uploader = by_source(result)["uploader"]
+    assert uploader["pages"] == 3
+    assert uploader["enqueued"] == 12
+    assert [m.entry_id for _, m in drain(stack.queue_url) if m.source == "uploader"] == added
+    assert "/up/upload.cgi?page=3" in site.requests
+
+
+def test_cap_defers_the_rest_to_the_next_run_in_order_and_drops_nothing(
+    stack: Any, site: UploaderSite, sources_file: Path, run_fetcher: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_fetcher()
+    added = [site.add_upload(f"★{i} capped") for i in range(5)]
+    monkeypatch.setenv("MAX_ENQUEUE_PER_RUN", "3")
+
+    first = run_fetcher()
+    second = run_fetcher()
+
+    assert by_source(first)["uploader"]["enqueued"] == 3
+    assert by_source(first)["uploader"]["deferred"] == 2
+    # The cap is per run, across sources: the feed waited entirely.
+    assert by_source(first)["feed"]["enqueued"] == 0
+    assert by_source(second)["uploader"]["enqueued"] == 2
+    # The listing did not change, yet the second run must not get a 304:
+    # validators are only kept once nothing is left waiting.
+    assert by_source(second)["uploader"]["outcome"] == "ok"
+    assert [m.entry_id for _, m in drain(stack.queue_url) if m.source == "uploader"] == added
+
+
+def test_a_broken_page_is_a_format_error_not_nothing_new_and_other_sources_go_ahead(
+    stack: Any,
+    site: UploaderSite,
+    sources_file: Path,
+    run_fetcher: Run,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run_fetcher()
+    new = site.add_upload("★3 after maintenance")
+    capsys.readouterr()
+    site.break_next(1)  # the uploader listing (first request) shows a maintenance page
+
+    result = run_fetcher()
+
+    report = by_source(result)
+    assert report["uploader"]["outcome"] == "format_error"
+    assert "uploader" in report["uploader"]["error"]
+    assert report["feed"]["enqueued"] == 1
+    out = capsys.readouterr().out
+    error_lines = [
+        json.loads(line) for line in out.splitlines() if '"format_error"' in line and '"level"' in line
+    ]
+    assert error_lines and error_lines[0]["source"] == "uploader"
+    assert error_lines[0]["level"] == "ERROR"
+    emf = [json.loads(line) for line in out.splitlines() if '"_aws"' in line]
+    per_source = [m for m in emf if m.get("source") == "uploader"]
+    assert per_source and per_source[0]["FormatErrors"] == [1.0]
+    state = StateStore(stack.table_name).get_run_state(["uploader"], "2026-11")[0]["uploader"]
+    assert state.consecutive_failures == 1
+    # Nothing was lost: the next run picks the entry up.
+    result = run_fetcher()
+    assert by_source(result)["uploader"]["enqueued"] == 1
+    assert new in [m.entry_id for _, m in drain(stack.queue_url) if m.source == "uploader"]
+    state = StateStore(stack.table_name).get_run_state(["uploader"], "2026-11")[0]["uploader"]
+    assert state.consecutive_failures == 0
+
+
+def test_a_site_down_is_a_fetch_error_for_that_source_only(
+    stack: Any, site: UploaderSite, sources_file: Path, run_fetcher: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "sleep", lambda _s: None)  # the fetcher's retry backoff
+    run_fetcher()
+    site.add_upload("★4 while down")
+    site.fail_next(3, status=503)  # all three attempts at the first source
+
+    result = run_fetcher()
+
+    assert by_source(result)["uploader"]["outcome"] == "fetch_error"
+    assert "503" in by_source(result)["uploader"]["error"]
+    assert by_source(result)["feed"]["enqueued"] == 1
+
+
+def test_a_second_concurrent_run_exits_cleanly_and_an_expired_lease_is_taken_over(
+    stack: Any, site: UploaderSite, sources_file: Path, run_fetcher: Run
+) -> None:
+    store = StateStore(stack.table_name)
+    now = int(time.time())
+    store.acquire_lease("other-run", now=now, ttl_seconds=300)
+
+    skipped = run_fetcher()
+
+    assert skipped["outcome"] == "skipped_lease_held"
+    assert skipped["lease_holder"] == "other-run"
+    assert site.requests == []
+
+    # The other run crashed: its lease expires on its own and never blocks later runs.
+    boto3.client("dynamodb").put_item(
+        TableName=stack.table_name,
+        Item={
+            "pk": {"S": "LEASE"},
+            "sk": {"S": "fetcher"},
+            "owner": {"S": "crashed-run"},
+            "expires_at": {"N": str(now - 1)},
+        },
+    )
+    assert run_fetcher()["outcome"] == "completed"
+    # And the lease was released at the end of the run.
+    assert "Item" not in boto3.client("dynamodb").get_item(
+        TableName=stack.table_name, Key={"pk": {"S": "LEASE"}, "sk": {"S": "fetcher"}}
+    )
+
+
+def test_a_crash_between_send_and_mark_resends_and_loses_nothing(
+    stack: Any, site: UploaderSite, sources_file: Path, run_fetcher: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_fetcher()
+    new = site.add_upload("★9 crash test")
+    original = StateStore.mark_seen
+
+    def crash(self: StateStore, source: str, entry_ids: Any, *, now: Any) -> None:
+        raise SystemExit("simulated crash after SendMessageBatch")
+
+    monkeypatch.setattr(StateStore, "mark_seen", crash)
+    with pytest.raises(SystemExit):
+        run_fetcher()
+    monkeypatch.setattr(StateStore, "mark_seen", original)
+    # The crashed run's lease is still there; let it expire.
+    boto3.client("dynamodb").delete_item(
+        TableName=stack.table_name, Key={"pk": {"S": "LEASE"}, "sk": {"S": "fetcher"}}
+    )
+
+    result = run_fetcher()
+
+    assert by_source(result)["uploader"]["enqueued"] == 1  # sent again...
+    delivered = [m.entry_id for _, m in drain(stack.queue_url) if m.source == "uploader"]
+    assert delivered == [new]  # ...and SQS FIFO deduplicated it within 5 minutes
+    assert StateStore(stack.table_name).unseen("uploader", [new]) == set()
+
+
+def test_a_bad_sources_file_fails_with_a_message_naming_the_source_and_field(
+    stack: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_fetcher: Run
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[source]]\nname = "up"\nkind = "html"\nurl = "http://x/"\npreset = "nope"\n')
+    monkeypatch.setenv("SOURCES_FILE", str(bad))
+
+    with pytest.raises(ConfigError, match=r"source 'up'.*preset.*'nope'"):
+        run_fetcher()

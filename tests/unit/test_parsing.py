@@ -1,0 +1,343 @@
+"""Parsing listings and feeds into entries, and failing loudly when a page looks wrong."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bmsuploader.decoding import decode_page
+from bmsuploader.errors import SourceFormatError
+from bmsuploader.parsing import Entry, parse_listing
+from bmsuploader.sources import Source, parse_sources
+
+PAGES = Path(__file__).resolve().parent.parent / "fixtures" / "pages"
+LISTING_URL = "https://uploader.example.jp/up/upload.cgi"
+
+
+def make_source(**fields: Any) -> Source:
+    raw = {"name": "test-up", "url": LISTING_URL, **fields}
+    return parse_sources({"source": [raw]}).sources[0]
+
+
+def classic() -> Source:
+    return make_source(preset="classic-cgi")
+
+
+def fixture_text(name: str) -> str:
+    return decode_page((PAGES / name).read_bytes()).text
+
+
+def table(*rows: str) -> str:
+    header = "<tr><th>File</th><th>Comment</th><th>Size</th><th>Date</th><th>DL</th></tr>"
+    return f"<html><body><table>{header}{''.join(rows)}</table></body></html>"
+
+
+def row(href: str, comment: str = "差分", size: str = "1KB", date: str = "26/01/01 00:00") -> str:
+    name = href.rsplit("/", 1)[-1]
+    cells = f"<td>{comment}</td><td>{size}</td><td>{date}</td><td>0</td>"
+    return f'<tr><td><a href="{href}">{name}</a></td>{cells}</tr>'
+
+
+# --- classic-cgi listings -------------------------------------------------------
+
+
+def test_classic_listing_with_src_file_links() -> None:
+    entries = parse_listing(classic(), fixture_text("classic_sjis.html"), page_url=LISTING_URL)
+
+    # Newest first, header and layout rows skipped, the pager link outside the table ignored.
+    assert [e.entry_id for e in entries] == ["00125", "00124", "00123", "00122"]
+    first = entries[0]
+    assert first == Entry(
+        entry_id="00125",
+        title="★5 夜桜～Sakura Night～ [ANOTHER] ①追加音源なし",
+        url="https://uploader.example.jp/up/src/up00125.zip",
+        comment="",
+        uploaded_at="26/01/03(土) 21:15",
+        filename="up00125.zip",
+        size="812KB",
+    )
+    # A line break inside the cell collapses to one space.
+    assert entries[1].title == "▼2 ㈱ﾋﾞｰﾏﾆ商事 社歌 [INSANE]"
+    assert entries[2].title == "☆12 髙橋のテーマ [HYPER] ｿﾌﾗﾝ推奨"
+
+
+def test_classic_upload_without_comment_is_titled_by_its_file_name() -> None:
+    entries = parse_listing(classic(), fixture_text("classic_sjis.html"), page_url=LISTING_URL)
+
+    assert entries[3].entry_id == "00122"  # "up00122.rar": the extension is not part of the id
+    assert entries[3].title == "up00122.rar"
+
+
+def test_line_breaks_inside_a_cell_read_as_spaces() -> None:
+    text = table(row("./src/up00003.zip", "★1 曲名<br>追加音源<BR/>あり"))
+
+    [entry] = parse_listing(classic(), text, page_url=LISTING_URL)
+
+    assert entry.title == "★1 曲名 追加音源 あり"
+
+
+def test_classic_listing_with_get_links_in_euc_jp() -> None:
+    page_url = "https://sabun.example.jp/cgi-bin/up/upload.cgi"
+
+    entries = parse_listing(classic(), fixture_text("classic_get_eucjp.html"), page_url=page_url)
+
+    assert [(e.entry_id, e.url) for e in entries] == [
+        ("00042", "https://sabun.example.jp/cgi-bin/up/upload.cgi?get=00042"),
+        ("00041", "https://sabun.example.jp/cgi-bin/up/upload.cgi?get=00041"),
+    ]
+    assert entries[0].title == "★3 﨑陽軒のうた ①② ～EX～ ㈱ｶｲｼｬ"
+
+
+def test_relative_urls_resolve_against_the_served_url_not_the_configured_one() -> None:
+    # After a redirect the fetcher passes the final URL; links are relative to it.
+    text = table(row("./src/up00007.zip"), row("../files/up00006.zip"), row("/abs/up00005.zip"))
+
+    entries = parse_listing(classic(), text, page_url="https://mirror.example.net/old/up/upload.cgi?page=2")
+
+    assert [e.url for e in entries] == [
+        "https://mirror.example.net/old/up/src/up00007.zip",
+        "https://mirror.example.net/old/files/up00006.zip",
+        "https://mirror.example.net/abs/up00005.zip",
+    ]
+
+
+def test_duplicate_ids_on_one_page_keep_the_first() -> None:
+    text = table(
+        row("./src/up00009.zip", "新しい方"), row("./src/up00008.zip"), row("./src/up00009.zip", "古い方")
+    )
+
+    entries = parse_listing(classic(), text, page_url=LISTING_URL)
+
+    assert [(e.entry_id, e.title) for e in entries] == [("00009", "新しい方"), ("00008", "差分")]
+
+
+# --- html errors ----------------------------------------------------------------
+
+
+def test_maintenance_page_with_zero_rows_is_an_error_naming_the_source() -> None:
+    with pytest.raises(SourceFormatError) as caught:
+        parse_listing(classic(), fixture_text("maintenance_sjis.html"), page_url=LISTING_URL)
+
+    assert caught.value.source == "test-up"
+    assert "test-up" in str(caught.value)
+    assert "selectors.row" in str(caught.value)
+
+
+def test_empty_page_is_an_error() -> None:
+    with pytest.raises(SourceFormatError, match="page is empty"):
+        parse_listing(classic(), "  \n", page_url=LISTING_URL)
+
+
+def test_row_missing_its_title_cell_names_the_field_and_the_row() -> None:
+    broken = '<tr><td><a href="./src/up00010.zip">up00010.zip</a></td></tr>'
+    text = table(row("./src/up00011.zip"), broken)
+
+    with pytest.raises(SourceFormatError) as caught:
+        parse_listing(classic(), text, page_url=LISTING_URL)
+
+    message = str(caught.value)
+    assert "test-up" in message
+    assert "row 2" in message
+    assert "title" in message and "'td[2]'" in message
+
+
+def test_id_regex_that_does_not_match_names_the_row() -> None:
+    text = table(row("./src/up00012.zip"), row("./src/readme.txt"))
+
+    with pytest.raises(SourceFormatError, match=r"row 2: entry_id .*readme\.txt"):
+        parse_listing(classic(), text, page_url=LISTING_URL)
+
+
+def test_id_regex_without_a_group_uses_the_whole_match() -> None:
+    source = make_source(preset="classic-cgi", id_regex=r"up\d+")
+
+    entries = parse_listing(source, table(row("./src/up00013.zip")), page_url=LISTING_URL)
+
+    assert entries[0].entry_id == "up00013"
+
+
+def test_custom_selectors_lists_attributes_and_numbers() -> None:
+    source = make_source(
+        kind="html",
+        id_regex=r"id-(\d+)",
+        selectors={
+            "row": "//div[@class='up']",
+            "entry_id": "@id",
+            "title": "span/text()",  # a list: the first non-empty text node wins
+            "url": "a/@href",
+            "comment": "count(span)",
+            "size": "string(@data-size)",
+        },
+    )
+    text = """<html><body>
+      <div class="up" id="id-77" data-size="3MB">
+        <span> </span><span>  曲名   A </span><a href="dl/77">DL</a>
+      </div>
+    </body></html>"""
+
+    [entry] = parse_listing(source, text, page_url="https://u.example/list/")
+
+    assert entry == Entry(
+        entry_id="77", title="曲名 A", url="https://u.example/list/dl/77", comment="2", size="3MB"
+    )
+
+
+# --- RSS --------------------------------------------------------------------------
+
+
+def rss() -> Source:
+    return make_source(kind="rss", url="https://uploader.example.jp/up/rss.xml")
+
+
+def test_rss_feed_with_a_shift_jis_declaration() -> None:
+    # decode_page reads the declaration; the parser then has to cope with a str
+    # that still carries encoding="Shift_JIS".
+    text = fixture_text("feed_rss_sjis.xml")
+    assert text.startswith('<?xml version="1.0" encoding="Shift_JIS"?>')
+
+    entries = parse_listing(rss(), text, page_url="https://uploader.example.jp/up/rss.xml")
+
+    assert entries == [
+        Entry(
+            entry_id="up00125",
+            title="★5 夜桜～Sakura Night～ [ANOTHER]",
+            url="https://uploader.example.jp/up/src/up00125.zip",
+            comment="up00125.zip (812KB) ①追加音源なし",  # <br> reads as a space
+            uploaded_at="2026-01-03T21:15:00+09:00",
+        ),
+        Entry(
+            # No guid: the link is the id.
+            entry_id="https://uploader.example.jp/up/src/up00124.zip",
+            title="▼2 ㈱ﾋﾞｰﾏﾆ商事 社歌 <INSANE>",
+            url="https://uploader.example.jp/up/src/up00124.zip",
+            comment="1.2MB",
+            uploaded_at="2026年1月3日 20時01分",  # not RFC 822: kept as written
+        ),
+    ]
+
+
+def feed(*items: str) -> str:
+    return f'<rss version="2.0"><channel><title>t</title>{"".join(items)}</channel></rss>'
+
+
+def test_rss_guid_is_the_id_unless_an_id_regex_is_configured() -> None:
+    # The default "(\d+)" would make every one of these "8080".
+    text = feed(
+        "<item><title>a</title><link>http://up.example:8080/f/1</link><guid>http://up.example:8080/f/1</guid></item>",
+        "<item><title>b</title><link>http://up.example:8080/f/2</link><guid>http://up.example:8080/f/2</guid></item>",
+    )
+
+    plain = parse_listing(rss(), text, page_url="http://up.example:8080/")
+    configured = parse_listing(
+        make_source(kind="rss", url="http://up.example:8080/rss", id_regex=r"/f/(\d+)$"),
+        text,
+        page_url="http://up.example:8080/",
+    )
+
+    assert [e.entry_id for e in plain] == ["http://up.example:8080/f/1", "http://up.example:8080/f/2"]
+    assert [e.entry_id for e in configured] == ["1", "2"]
+
+
+def test_rss_item_without_title_names_the_item() -> None:
+    text = feed(
+        "<item><title>a</title><guid>1</guid><link>/1</link></item>",
+        "<item><guid>2</guid><link>/2</link></item>",
+    )
+
+    with pytest.raises(SourceFormatError, match=r"source 'test-up': item 2: title is missing"):
+        parse_listing(rss(), text, page_url=LISTING_URL)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<rss version='2.0'><channel><item><title>a</title>", "not well-formed XML"),
+        ("<html><body>メンテナンス中</body></html>", "expected an RSS 2.0 <rss> document, got <html>"),
+        (feed(), "no channel/item"),
+        ("", "feed is empty"),
+    ],
+)
+def test_unparseable_or_empty_feeds_are_errors(text: str, expected: str) -> None:
+    with pytest.raises(SourceFormatError, match=expected):
+        parse_listing(rss(), text, page_url=LISTING_URL)
+
+
+def test_external_entities_are_not_loaded() -> None:
+    text = '<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY xxe SYSTEM "file:///etc/hostname">]>' + feed(
+        "<item><title>x &xxe; y</title><guid>1</guid><link>/1</link></item>"
+    )
+    hostname = Path("/etc/hostname").read_text().strip() if Path("/etc/hostname").exists() else "\x00"
+
+    [entry] = parse_listing(rss(), text, page_url=LISTING_URL)
+
+    assert entry.title == "x y"
+    assert hostname not in entry.title
+
+
+# --- Atom -----------------------------------------------------------------------
+
+
+def test_atom_feed() -> None:
+    source = make_source(kind="atom", url="https://uploader.example.jp/up/atom.xml")
+
+    entries = parse_listing(
+        source, fixture_text("feed_atom.xml"), page_url="https://uploader.example.jp/up/atom.xml"
+    )
+
+    assert entries == [
+        Entry(
+            entry_id="tag:uploader.example.jp,2005:up00125",
+            title="★5 夜桜～Sakura Night～ [ANOTHER]",  # type="html" title: tags stripped
+            url="https://uploader.example.jp/up/view/00125",  # rel="alternate", not the enclosure
+            comment="①追加音源なし",
+            uploaded_at="2026-01-03T21:15:00+09:00",  # published wins over updated
+        ),
+        Entry(
+            entry_id="tag:uploader.example.jp,2005:up00124",
+            title="▼2 ㈱ﾋﾞｰﾏﾆ商事 社歌",
+            url="https://uploader.example.jp/up/view/00124",  # a link without rel
+            comment="1.2MB INSANE",  # from <content>, tags stripped
+            uploaded_at="2026-01-03T20:01:00+09:00",  # only updated
+        ),
+    ]
+
+
+def test_atom_source_given_an_rss_document_is_an_error() -> None:
+    source = make_source(kind="atom", url="https://uploader.example.jp/up/atom.xml")
+
+    with pytest.raises(SourceFormatError, match="expected an Atom <feed> document, got <rss>"):
+        parse_listing(source, feed("<item/>"), page_url=LISTING_URL)
+
+
+# --- to_message -----------------------------------------------------------------
+
+
+def test_entry_to_message_carries_every_field() -> None:
+    fetched = datetime(2026, 1, 3, 12, 0, tzinfo=UTC)
+    entry = Entry("00125", "曲名", "https://u.example/1", "c", "26/01/03", "up00125.zip", "1KB")
+
+    message = entry.to_message("test-up", fetched)
+
+    assert message.model_dump(exclude={"schema_version"}) == {
+        "source": "test-up",
+        "entry_id": "00125",
+        "title": "曲名",
+        "url": "https://u.example/1",
+        "comment": "c",
+        "uploaded_at": "26/01/03",
+        "fetched_at": fetched,
+        "filename": "up00125.zip",
+        "size": "1KB",
+    }
+
+
+def test_an_absurdly_long_comment_is_cut_to_the_schema_limit() -> None:
+    entry = Entry("1", "t" * 5000, "https://u.example/1", comment="あ" * 9000)
+
+    message = entry.to_message("test-up", datetime(2026, 1, 1, tzinfo=UTC))
+
+    assert len(message.title) == 2000 and message.title.endswith("…")
+    assert len(message.comment) == 4000
