@@ -26,6 +26,7 @@ from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import (
@@ -211,6 +212,9 @@ def _handle_failure(record: SQSRecord, decision: Decision) -> None:
         )
         logger.remove_keys(["source", "entry_id"])
         return  # success for the batch: the original is deleted
+    if decision.outcome == "auth_failed":
+        # Re-read the credentials on the next attempt: the operator may be rotating them now.
+        parameters.clear_caches()  # type: ignore[no-untyped-call]
     _batch.decision = _batch.decision or decision
     _queue().delay([Delay(record.receipt_handle, record.message_id, decision.delay_seconds)])
     _batch.delayed.add(record.message_id)

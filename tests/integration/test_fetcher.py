@@ -108,6 +108,22 @@ def test_catch_up_walks_older_pages_until_a_seen_entry(
     assert "/up/upload.cgi?page=3" in site.requests
 
 
+def test_catch_up_stops_at_the_end_of_the_listing(
+    stack: Any, site: UploaderSite, sources_file: Path, run_fetcher: Run
+) -> None:
+    site.rows_per_page = 5
+    run_fetcher()
+    site.uploads.clear()  # the uploader deleted every old file: nothing seen is listed any more
+    added = [site.add_upload(f"★{i} fresh start") for i in range(7)]
+
+    result = run_fetcher()
+
+    uploader = by_source(result)["uploader"]
+    assert uploader["outcome"] == "ok"
+    assert uploader["pages"] == 3  # page 3 is empty: the end, not a format error
+    assert [m.entry_id for _, m in drain(stack.queue_url) if m.source == "uploader"] == added
+
+
 def test_cap_defers_the_rest_to_the_next_run_in_order_and_drops_nothing(
     stack: Any, site: UploaderSite, sources_file: Path, run_fetcher: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:

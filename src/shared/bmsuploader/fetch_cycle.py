@@ -318,7 +318,16 @@ class FetchCycle:
                 source.page_url(page_number), source=source.name, encoding=source.encoding
             )
             report.pages = page_number
-            page_entries = parse_listing(source, older.text, page_url=older.url)
+            try:
+                page_entries = parse_listing(source, older.text, page_url=older.url)
+            except SourceFormatError as exc:
+                # Page 1 parsed, so an older page without rows is the end of the
+                # listing (every upload on it is new, e.g. the old ones were deleted).
+                self.logger.info(
+                    f"page {page_number} has no entries: end of the listing ({exc})",
+                    extra={"outcome": "end_of_listing", "pages": page_number},
+                )
+                break
             page_unseen = self.store.unseen(source.name, [e.entry_id for e in page_entries])
             collected.extend(take_unseen(page_entries, page_unseen, taken))
         return collected

@@ -143,7 +143,7 @@ def _parse_html(source: Source, text: str, page_url: str) -> list[Entry]:
         raw_id = required("entry_id", field("entry_id"))
         entries.append(
             Entry(
-                entry_id=_apply_id_regex(source, raw_id, f"row {number}", explicit=True),
+                entry_id=_apply_id_regex(source, raw_id, f"row {number}"),
                 title=required("title", title),
                 url=urljoin(page_url, required("url", field("url"))),
                 comment=field("comment") or "",
@@ -216,7 +216,7 @@ def _parse_rss(source: Source, text: str, page_url: str) -> list[Entry]:
             raise SourceFormatError(source.name, f"{where}: url is missing (<link>)")
         entries.append(
             Entry(
-                entry_id=_apply_id_regex(source, raw_id, where, explicit=_regex_is_explicit(source)),
+                entry_id=_apply_id_regex(source, raw_id, where),
                 title=title,
                 url=urljoin(page_url, link),
                 comment=_strip_tags(_child_text(item, "description")),
@@ -249,7 +249,7 @@ def _parse_atom(source: Source, text: str, page_url: str) -> list[Entry]:
         when = _child_text(item, "a:published") or _child_text(item, "a:updated")
         entries.append(
             Entry(
-                entry_id=_apply_id_regex(source, raw_id, where, explicit=_regex_is_explicit(source)),
+                entry_id=_apply_id_regex(source, raw_id, where),
                 title=title,
                 url=urljoin(page_url, link),
                 comment=_strip_tags(_child_text(item, "a:summary") or _child_text(item, "a:content")),
@@ -303,15 +303,11 @@ def _iso_or_raw(value: str) -> str | None:
 # --- shared -------------------------------------------------------------------
 
 
-def _regex_is_explicit(source: Source) -> bool:
-    # A feed's guid/id is already the stable id. The default "(\d+)" would turn
-    # "tag:example.com,2005:123" into "2005" and "http://host:8080/..." into
-    # "8080" for every item, so for feeds only a configured id_regex applies.
-    return "id_regex" in source.model_fields_set
-
-
-def _apply_id_regex(source: Source, value: str, where: str, *, explicit: bool) -> str:
-    if not explicit:
+def _apply_id_regex(source: Source, value: str, where: str) -> str:
+    # No id_regex: the value is the id. That is right for a feed's guid/id; a
+    # digits-only default would turn "tag:example.com,2005:123" into "2005"
+    # and "http://host:8080/..." into "8080" for every item.
+    if source.id_regex is None:
         return value
     match = re.search(source.id_regex, value)
     if match is None:

@@ -115,7 +115,8 @@ class Source(BaseModel):
     selectors: Selectors | None = None
     #: Applied to the ``entry_id`` field's value (a link or a cell); group 1,
     #: or the whole match if the pattern has no group, is the stable id.
-    id_regex: str = r"(\d+)"
+    #: None: the value itself is the id (right for a feed's guid / Atom id).
+    id_regex: str | None = None
     #: URL of older pages, with ``{page}`` = 2, 3, ...; none means one page only.
     page_url_template: str | None = None
     max_pages: int = Field(default=1, ge=1, le=20)
@@ -137,7 +138,9 @@ class Source(BaseModel):
 
     @field_validator("id_regex")
     @classmethod
-    def _valid_regex(cls, value: str) -> str:
+    def _valid_regex(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             compiled = re.compile(value)
         except re.error as exc:
@@ -165,13 +168,13 @@ class Source(BaseModel):
             fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
         except ValueError as exc:
             raise ValueError(f"invalid template {value!r}: {exc}") from exc
+        if "" in fields:
+            raise ValueError("positional placeholder {} in template; name the field, e.g. {title}")
         unknown = fields - TEMPLATE_FIELDS
         if unknown:
             raise ValueError(
                 f"unknown placeholder(s) {sorted(unknown)} in template; allowed: {sorted(TEMPLATE_FIELDS)}"
             )
-        if "" in fields:
-            raise ValueError("positional placeholder {} in template; name the field, e.g. {title}")
         return value
 
     @model_validator(mode="after")
@@ -231,6 +234,8 @@ def _apply_preset(raw: dict[str, Any], presets: dict[str, dict[str, Any]]) -> di
     name = raw.get("preset")
     if name is None:
         return raw
+    if not isinstance(name, str):
+        raise ValueError(f"preset: must be a preset name (a string), not {name!r}")
     if name not in presets:
         raise ValueError(f"preset: unknown preset {name!r}; known: {sorted(presets)}")
     merged: dict[str, Any] = {k: v for k, v in presets[name].items() if k != "description"}
@@ -254,6 +259,8 @@ def parse_sources(data: dict[str, Any], *, origin: str = "sources.toml") -> Sour
     sources: list[Source] = []
     names: set[str] = set()
     for index, raw in enumerate(raw_sources):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{origin}: source #{index + 1}: must be a [[source]] table, not {raw!r}")
         label = f"source {raw.get('name')!r}" if isinstance(raw.get("name"), str) else f"source #{index + 1}"
         try:
             source = Source.model_validate(_apply_preset(raw, presets))

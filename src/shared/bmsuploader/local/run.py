@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -104,6 +105,9 @@ def run_local(
     with ExitStack() as stack:
         moto, endpoint = start_moto_server()
         stack.callback(moto.stop)
+        # moto keeps its state per process, not per server: start from a clean emulator
+        # (matters when run-local is called from a process that used moto before, e.g. tests).
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))  # noqa: S310
         stack.enter_context(
             _environment(
                 {

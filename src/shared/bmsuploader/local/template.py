@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 
-class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc]
+class _CfnLoader(yaml.SafeLoader):
     """SafeLoader plus CloudFormation's short-form intrinsic tags."""
 
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:

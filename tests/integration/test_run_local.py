@@ -1,0 +1,48 @@
+"""`make run` (bmsuploader run-local): the whole pipeline, twice, as an operator sees it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bmsuploader.local.run import run_local
+
+pytestmark = pytest.mark.integration
+
+
+def test_first_run_posts_the_newest_second_posts_nothing_new_upload_posts_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SOURCES_FILE", raising=False)
+
+    assert run_local(state_dir=tmp_path) == 0
+    first = capsys.readouterr().out
+    assert run_local(state_dir=tmp_path) == 0
+    second = capsys.readouterr().out
+    assert run_local(state_dir=tmp_path, new_upload=True) == 0
+    third = capsys.readouterr().out
+
+    assert "poster: 2 post(s)" in first  # the sample source's first_run policy: newest 2
+    assert re.search(r"sample-uploader\s+20\s+2\s+2\s+0\s+baseline", first)
+    assert "poster: 0 post(s)" in second
+    assert re.search(r"sample-uploader\s+\d+\s+0\s+0\s+0", second)
+    assert re.search(r"sample-feed\s+\d+\s+0\s+0\s+0", second)
+    assert "poster: 2 post(s)" in third  # one upload, announced by both sample sources
+    assert third.count("[posted]") == 2
+    assert all(int(w) <= 280 for w in re.findall(r"weighted\s+(\d+)/280", first + third))
+    assert "queue: 0 waiting, dead-letter queue: 0" in third
+    assert (tmp_path / "lambda.log").read_text(encoding="utf-8").startswith("{")
+
+
+def test_dry_run_posts_to_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SOURCES_FILE", raising=False)
+
+    run_local(state_dir=tmp_path, dry_run=True)
+
+    out = capsys.readouterr().out
+    assert "X: DRY_RUN" in out
+    assert "tweet dry-run-" in out

@@ -1,0 +1,145 @@
+"""The operator's CLI: `bmsuploader parse` and `bmsuploader preview` against saved pages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bmsuploader.cli import main
+from bmsuploader.message import EntryMessage
+
+PAGES = Path(__file__).resolve().parents[1] / "fixtures" / "pages"
+
+SOURCES = """
+[[source]]
+name = "up"
+kind = "html"
+preset = "classic-cgi"
+url = "http://uploader.example/bms/upload.cgi"
+template = "【新着差分】{title} / {comment} / {url}"
+
+[[source]]
+name = "nolink"
+kind = "html"
+preset = "classic-cgi"
+url = "http://uploader.example/bms/upload.cgi"
+include_link = false
+"""
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> Path:
+    path = tmp_path / "sources.toml"
+    path.write_text(SOURCES, encoding="utf-8")
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out.splitlines(), captured.err
+
+
+def test_parse_prints_one_message_body_per_entry(sources: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, _ = run(
+        capsys,
+        "parse",
+        "--sources",
+        str(sources),
+        "--source",
+        "up",
+        "--page",
+        str(PAGES / "classic_sjis.html"),
+    )
+
+    assert code == 0
+    messages = [EntryMessage.model_validate_json(line) for line in lines]  # the shared schema
+    assert [m.entry_id for m in messages] == ["00125", "00124", "00123", "00122"]
+    first = messages[0]
+    assert first.title == "★5 夜桜～Sakura Night～ [ANOTHER] ①追加音源なし"
+    assert first.url == "http://uploader.example/bms/src/up00125.zip"
+    assert first.filename == "up00125.zip"
+    assert first.size == "812KB"
+    assert first.uploaded_at == "26/01/03(土) 21:15"
+
+
+def test_preview_prints_the_posts(sources: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, _ = run(
+        capsys,
+        "preview",
+        "--sources",
+        str(sources),
+        "--source",
+        "up",
+        "--page",
+        str(PAGES / "classic_sjis.html"),
+    )
+
+    assert code == 0
+    posts = [json.loads(line) for line in lines]
+    assert set(posts[0]) == {"source", "entry_id", "text", "weighted_length"}
+    assert posts[0]["text"] == (
+        "【新着差分】★5 夜桜～Sakura Night～ [ANOTHER] ①追加音源なし / http://uploader.example/bms/src/up00125.zip"
+    )
+    assert all(0 < p["weighted_length"] <= 280 for p in posts)
+
+
+def test_preview_honours_the_link_policy(sources: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, lines, _ = run(
+        capsys,
+        "preview",
+        "--sources",
+        str(sources),
+        "--source",
+        "nolink",
+        "--page",
+        str(PAGES / "classic_sjis.html"),
+    )
+
+    assert lines and all("http" not in json.loads(line)["text"] for line in lines)
+
+
+def test_unknown_source_is_a_one_line_error(sources: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, err = run(
+        capsys,
+        "parse",
+        "--sources",
+        str(sources),
+        "--source",
+        "nope",
+        "--page",
+        str(PAGES / "classic_sjis.html"),
+    )
+
+    assert code == 2 and lines == []
+    assert err.strip() == "bmsuploader: error: no source named 'nope' in the file; known: up, nolink"
+
+
+def test_a_page_that_does_not_match_is_a_format_error(
+    sources: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(
+        capsys,
+        "parse",
+        "--sources",
+        str(sources),
+        "--source",
+        "up",
+        "--page",
+        str(PAGES / "maintenance_sjis.html"),
+    )
+
+    assert code == 2
+    assert "source 'up'" in err and "selectors.row" in err
+
+
+def test_a_bad_config_names_the_source_and_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[source]]\nname = "up"\nkind = "html"\nurl = "ftp://x/"\npreset = "classic-cgi"\n')
+
+    code, _, err = run(capsys, "parse", "--sources", str(bad), "--source", "up", "--page", "x.html")
+
+    assert code == 2
+    assert "source 'up'" in err and "url" in err
