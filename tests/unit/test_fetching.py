@@ -296,10 +296,11 @@ def test_close_leaves_an_injected_client_open(serve: Callable[[Respond], TinySer
 
 
 def test_fake_uploader_pages_list_older_uploads_newest_first(fetcher: PageFetcher) -> None:
+    from bmsuploader.local.run import SAMPLE_SOURCES
     from bmsuploader.parsing import parse_listing
     from bmsuploader.sources import load_sources
 
-    source = load_sources().get("sample-uploader")
+    source = load_sources(SAMPLE_SOURCES).get("sample-uploader")
     with UploaderSite.with_sample_uploads(25, rows_per_page=10) as site:
         ids = []
         for page_number in (1, 2, 3):
@@ -316,10 +317,11 @@ def test_fake_uploader_maintenance_page_is_a_loud_parse_error(
     site: UploaderSite, fetcher: PageFetcher
 ) -> None:
     from bmsuploader.errors import SourceFormatError
+    from bmsuploader.local.run import SAMPLE_SOURCES
     from bmsuploader.parsing import parse_listing
     from bmsuploader.sources import load_sources
 
-    source = load_sources().get("sample-uploader")
+    source = load_sources(SAMPLE_SOURCES).get("sample-uploader")
     site.break_next()
 
     broken = fetcher.fetch(site.listing_url, source=source.name)
@@ -331,13 +333,14 @@ def test_fake_uploader_maintenance_page_is_a_loud_parse_error(
     assert len(parse_listing(source, healthy.text, page_url=healthy.url)) == 5
 
 
-def test_fake_uploader_feed_parses_with_the_shipped_feed_source(
+def test_fake_uploader_feed_parses_with_the_sample_feed_source(
     site: UploaderSite, fetcher: PageFetcher
 ) -> None:
+    from bmsuploader.local.run import SAMPLE_SOURCES
     from bmsuploader.parsing import parse_listing
     from bmsuploader.sources import load_sources
 
-    source = load_sources().get("sample-feed")
+    source = load_sources(SAMPLE_SOURCES).get("sample-feed")
     page = fetcher.fetch(site.feed_url, source=source.name)
 
     entries = parse_listing(source, page.text, page_url=page.url)

@@ -206,13 +206,22 @@ def test_sources_file_env_var_is_honoured(tmp_path: Path, monkeypatch: pytest.Mo
     assert [s.name for s in load_sources().sources] == ["feed-only"]
 
 
-def test_shipped_sources_file_loads() -> None:
+def test_shipped_sources_file_loads_with_its_examples_switched_off() -> None:
     config = load_sources(DEFAULT_SOURCES_FILE)
 
-    assert config.enabled, "the shipped file should enable at least one source"
-    uploader = config.get("sample-uploader")
+    # Example URLs: a fresh deploy must not fetch them until the operator edits the file.
+    assert config.enabled == ()
+    uploader = config.get("example-uploader")
     assert uploader.kind == "html" and uploader.selectors is not None
-    assert uploader.page_url(2) == "http://127.0.0.1:8080/up/upload.cgi?page=2"
+    assert uploader.page_url(2) == "https://uploader.example.jp/bms/upload.cgi?page=2"
+
+
+def test_sample_sources_for_local_runs_load() -> None:
+    from bmsuploader.local.run import SAMPLE_SOURCES
+
+    config = load_sources(SAMPLE_SOURCES)
+
+    assert [s.name for s in config.enabled] == ["sample-uploader", "sample-feed"]
 
 
 # --- presets ------------------------------------------------------------------

@@ -5,6 +5,7 @@
     bmsuploader parse   --sources FILE --source NAME (--url URL | --page FILE)
     bmsuploader preview --sources FILE --source NAME (--url URL | --page FILE)
     bmsuploader run-local [--new-upload] [--dry-run]
+    bmsuploader serve-local [--aws-port 5000] [--site-port 8080] [--x-port 8081]
 
 ``parse`` prints the entries a source yields, one JSON object per line with
 the message-body fields; ``preview`` prints the posts they would become:
@@ -94,6 +95,12 @@ def cmd_run_local(args: argparse.Namespace) -> int:
     return run_local(new_upload=args.new_upload, dry_run=args.dry_run, state_dir=args.state_dir)
 
 
+def cmd_serve_local(args: argparse.Namespace) -> int:
+    from bmsuploader.local.run import serve_local
+
+    return serve_local(aws_port=args.aws_port, site_port=args.site_port, x_port=args.x_port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bmsuploader", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir", type=Path, default=Path(".local-run"), help="where state is kept between runs"
     )
     run.set_defaults(func=cmd_run_local)
+    serve = commands.add_parser("serve-local", help="keep moto, the sample site and fake X up for sam local")
+    serve.add_argument("--aws-port", type=int, default=5000)
+    serve.add_argument("--site-port", type=int, default=8080)
+    serve.add_argument("--x-port", type=int, default=8081)
+    serve.set_defaults(func=cmd_serve_local)
     return parser
 
 

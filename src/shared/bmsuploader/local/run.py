@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -41,6 +42,7 @@ ROOT = SRC.parent
 TEMPLATE = ROOT / "template.yaml"
 SCHEDULE_EVENT = ROOT / "events" / "fetcher-schedule.json"
 SAMPLE_SOURCES = Path(__file__).with_name("sample_sources.toml")
+SAMPLE_SITE_PLACEHOLDER = "http://host.docker.internal:8080"
 SAMPLE_UPLOADS = 30
 STACK_NAME = "bmsuploader-local"
 MAX_POLLS = 50
@@ -131,7 +133,7 @@ def run_local(
             site = stack.enter_context(_sample_site(state_dir, new_upload))
             sources_file = state_dir / "sources.toml"
             sources_file.write_text(
-                SAMPLE_SOURCES.read_text(encoding="utf-8").replace("http://sample.invalid", site.base_url),
+                SAMPLE_SOURCES.read_text(encoding="utf-8").replace(SAMPLE_SITE_PLACEHOLDER, site.base_url),
                 encoding="utf-8",
             )
             site_label = f"sample uploader site {site.base_url} ({len(site.uploads)} uploads)"
@@ -232,3 +234,46 @@ def _report(
     dlq = _waiting(resources.dlq_url)
     print(f"\nqueue: {waiting} waiting, dead-letter queue: {dlq}", file=out)
     print(f"Lambda logs (JSON, as CloudWatch would show them): {logs}", file=out)
+
+
+def serve_local(*, aws_port: int = 5000, site_port: int = 8080, x_port: int = 8081) -> int:
+    """Keep the local stand-ins running for ``sam local invoke`` (events/env.json).
+
+    Starts moto on ``aws_port`` with the stack ``bmsuploader`` made from
+    template.yaml (the names in events/env.json), the sample uploader site on
+    ``site_port`` and the fake X on ``x_port``, all on loopback, until Ctrl-C.
+    """
+    from moto.server import ThreadedMotoServer
+
+    from bmsuploader.local.aws import _faithful_fifo_sequence_numbers
+
+    _faithful_fifo_sequence_numbers()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=aws_port, verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{aws_port}"
+    with ExitStack() as stack:
+        stack.callback(moto.stop)
+        stack.enter_context(
+            _environment(
+                {
+                    "AWS_ENDPOINT_URL": endpoint,
+                    "AWS_ACCESS_KEY_ID": "local",
+                    "AWS_SECRET_ACCESS_KEY": "local",
+                    "AWS_DEFAULT_REGION": "ap-northeast-1",
+                }
+            )
+        )
+        resources = provision_stack(TEMPLATE, stack_name="bmsuploader")
+        site = stack.enter_context(UploaderSite.with_sample_uploads(SAMPLE_UPLOADS, port=site_port))
+        fake_x = stack.enter_context(FakeX(port=x_port))
+        print(f"moto server  {endpoint}  (stack 'bmsuploader' from {TEMPLATE.name})")
+        for key, value in resources.environment().items():
+            print(f"  {key}={value}")
+        print(f"sample site  {site.base_url}\nfake X       {fake_x.base_url}")
+        print("sam local invoke ... --env-vars events/env.json   (Ctrl-C stops everything)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("stopping")
+    return 0

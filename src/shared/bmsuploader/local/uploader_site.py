@@ -61,8 +61,9 @@ class Upload:
 class UploaderSite:
     """The fake uploader. Use as a context manager, or ``start()`` / ``stop()``."""
 
-    def __init__(self, *, rows_per_page: int = 20, first_id: int = 1) -> None:
+    def __init__(self, *, rows_per_page: int = 20, first_id: int = 1, port: int = 0) -> None:
         self.rows_per_page = rows_per_page
+        self.port = port
         self.uploads: list[Upload] = []  # oldest first; listings show them reversed
         self.requests: list[str] = []  # path + query of every request, in order
         self._next_id = first_id
@@ -73,7 +74,7 @@ class UploaderSite:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def with_sample_uploads(cls, n: int, **kwargs: int) -> UploaderSite:
+    def with_sample_uploads(cls, n: int, **kwargs: int) -> UploaderSite:  # kwargs: see __init__
         """A site holding ``n`` uploads with deterministic Japanese comments."""
         site = cls(**kwargs)
         for i in range(n):
@@ -83,7 +84,7 @@ class UploaderSite:
     # --- lifecycle ----------------------------------------------------------------
 
     def start(self) -> Self:
-        server = _Server(("127.0.0.1", 0), _Handler)
+        server = _Server(("127.0.0.1", self.port), _Handler)
         server.site = self
         self._server = server
         # A short poll interval keeps stop() fast (the default makes it take 0.5 s).

@@ -1,0 +1,179 @@
+"""Print the figures we track: AWS API calls per run, cold import time, package size.
+
+    make bench            (or: .venv/bin/python scripts/bench.py)
+
+Counts are exact (botocore ``before-call`` hooks on the handlers' own clients);
+import times are wall-clock medians of fresh interpreters, so they vary with the
+machine; sizes come from ``.aws-sam/build`` (run ``make build`` first).
+Nothing here asserts: the tests assert the call budget, this script reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.update(
+    AWS_ACCESS_KEY_ID="bench",
+    AWS_SECRET_ACCESS_KEY="bench",
+    AWS_DEFAULT_REGION="ap-northeast-1",
+    POWERTOOLS_METRICS_DISABLED="true",
+    POWERTOOLS_LOG_LEVEL="ERROR",
+)
+
+
+CALLS: Counter[str] = Counter()
+
+
+def _count_every_aws_call() -> None:
+    """Wrap botocore's one entry point for API calls: every client, ours and Powertools'."""
+    from botocore.client import BaseClient
+
+    original = BaseClient._make_api_call
+
+    def counted(self: Any, operation_name: str, api_params: Any) -> Any:
+        CALLS[f"{self.meta.service_model.service_name}:{operation_name}"] += 1
+        return original(self, operation_name, api_params)
+
+    BaseClient._make_api_call = counted  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """The handlers' JSON logs and EMF lines go to stdout; keep the report readable."""
+    with Path(os.devnull).open("w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
+
+
+def api_calls() -> None:
+    from bmsuploader.local.aws import provision_stack, start_moto_server
+    from bmsuploader.local.fake_x import FakeX
+    from bmsuploader.local.lambda_runtime import (
+        FakeContext,
+        delete_succeeded,
+        load_handler,
+        receive_as_event,
+    )
+    from bmsuploader.local.uploader_site import UploaderSite
+
+    server, endpoint = start_moto_server()
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    event = json.loads((ROOT / "events" / "fetcher-schedule.json").read_text())
+    try:
+        resources = provision_stack(ROOT / "template.yaml", stack_name="bench")
+        os.environ.update(resources.environment())
+        with (
+            UploaderSite.with_sample_uploads(60, rows_per_page=50) as site,
+            FakeX() as fake_x,
+            tempfile.TemporaryDirectory() as tmp,
+        ):
+            sources = Path(tmp) / "sources.toml"
+            sources.write_text(
+                '[[source]]\nname = "bench"\nkind = "html"\npreset = "classic-cgi"\n'
+                f'url = "{site.listing_url}"\n'
+            )
+            os.environ.update(SOURCES_FILE=str(sources), X_API_BASE_URL=fake_x.base_url, DRY_RUN="false")
+            fetcher = load_handler("fetcher")
+            _count_every_aws_call()
+
+            def fetch_run(label: str) -> None:
+                CALLS.clear()
+                with _quiet():
+                    fetcher.lambda_handler(event, FakeContext(timeout_seconds=120))
+                print(f"  fetcher, {label:<32} {sum(CALLS.values()):>3} calls  {dict(sorted(CALLS.items()))}")
+
+            print("AWS API calls per run (one source, 50-row page)")
+            fetch_run("first run (baseline of 50)")
+            fetch_run("304 Not Modified")
+            newest = site.uploads[-1]
+            site.uploads[-1] = dataclasses.replace(newest, downloads=newest.downloads + 1)
+            fetch_run("page changed, 0 new")
+            for i in range(10):
+                site.add_upload(f"★{i} bench")
+            fetch_run("10 new")
+
+            poster = load_handler("poster")
+            sqs_event = receive_as_event(resources.queue_url)
+            CALLS.clear()
+            with _quiet():
+                response = poster.lambda_handler(sqs_event, FakeContext(function_name="poster"))
+            n = len(sqs_event["Records"])
+            print(
+                f"  poster, a batch of {n} messages (cold) {sum(CALLS.values()):>3} calls  "
+                f"{dict(sorted(CALLS.items()))} + {len(fake_x.requests)} X requests"
+            )
+            delete_succeeded(resources.queue_url, sqs_event, response)
+    finally:
+        server.stop()
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+
+
+def import_times(runs: int = 7) -> None:
+    print(f"\nCold import time of each handler module (median of {runs} fresh interpreters)")
+    env = {
+        **os.environ,
+        "TABLE_NAME": "t",
+        "QUEUE_URL": "https://sqs.ap-northeast-1.amazonaws.com/1/q.fifo",
+        "DLQ_URL": "https://sqs.ap-northeast-1.amazonaws.com/1/d.fifo",
+        "IDEMPOTENCY_TABLE": "i",
+        "X_PARAMETER_PATH": "/bench/x",
+    }
+    env.pop("AWS_ENDPOINT_URL", None)
+    code = (
+        "import sys, time; sys.path.insert(0, {path!r}); t = time.perf_counter(); "
+        "import app; print((time.perf_counter() - t) * 1000)"
+    )
+    for function in ("fetcher", "poster"):
+        path = str(ROOT / "src" / function)
+        samples = []
+        for _ in range(runs):
+            out = subprocess.run(
+                [sys.executable, "-W", "ignore", "-c", code.format(path=path)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            samples.append(float(out.strip().splitlines()[-1]))
+        median = statistics.median(samples)
+        print(f"  {function:<8} {median:7.0f} ms  (min {min(samples):.0f}, max {max(samples):.0f})")
+
+
+def package_sizes() -> None:
+    build = ROOT / ".aws-sam" / "build"
+    print("\nPackage size (sam build output, unzipped)")
+    if not build.is_dir():
+        print("  .aws-sam/build not found: run `make build` first")
+        return
+    for name in ("FetcherFunction", "PosterFunction", "SharedLayer"):
+        folder = build / name
+        if not folder.is_dir():
+            continue
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        files = sum(1 for f in folder.rglob("*") if f.is_file())
+        print(f"  {name:<16} {size / 1_048_576:6.1f} MiB in {files} files")
+    print(f"  (built {datetime.fromtimestamp(build.stat().st_mtime, UTC):%Y-%m-%d %H:%M} UTC)")
+
+
+def main() -> None:
+    started = time.perf_counter()
+    api_calls()
+    import_times()
+    package_sizes()
+    print(f"\nbench took {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
