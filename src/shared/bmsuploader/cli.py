@@ -98,7 +98,7 @@ def cmd_run_local(args: argparse.Namespace) -> int:
 def cmd_serve_local(args: argparse.Namespace) -> int:
     from bmsuploader.local.run import serve_local
 
-    return serve_local(aws_port=args.aws_port, site_port=args.site_port, x_port=args.x_port)
+    return serve_local(host=args.host, aws_port=args.aws_port, site_port=args.site_port, x_port=args.x_port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run_local)
     serve = commands.add_parser("serve-local", help="keep moto, the sample site and fake X up for sam local")
+    serve.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0 for Docker on Linux)")
     serve.add_argument("--aws-port", type=int, default=5000)
     serve.add_argument("--site-port", type=int, default=8080)
     serve.add_argument("--x-port", type=int, default=8081)

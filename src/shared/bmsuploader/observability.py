@@ -51,6 +51,9 @@ def make_metrics() -> Metrics:
     return Metrics(namespace=NAMESPACE, service=SERVICE)
 
 
+ALWAYS_EMITTED = "EntriesFound"
+
+
 class EmfSourceMetrics:
     """Counts per source (dimension ``source``) plus the service-wide totals."""
 
@@ -61,7 +64,11 @@ class EmfSourceMetrics:
         per_source = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
         per_source.add_dimension(name="source", value=source)
         for name, value in counts.items():
-            per_source.add_metric(name=name, unit=MetricUnit.Count, value=value)
+            # CloudWatch bills a custom metric for each hour it receives data, so
+            # zeros are not sent: EntriesFound (the "source is alive" signal) is
+            # the only metric every run emits. Alarms treat missing data as OK.
+            if value or name == ALWAYS_EMITTED:
+                per_source.add_metric(name=name, unit=MetricUnit.Count, value=value)
             if value:
                 self.aggregate.add_metric(name=name, unit=MetricUnit.Count, value=value)
         per_source.flush_metrics()

@@ -217,10 +217,17 @@ def _report(
     out: Any, *, fetch: dict[str, Any], posts: list[dict[str, Any]], waiting: int, resources: Any, logs: Path
 ) -> None:
     print(f"fetcher: {fetch['outcome']}", file=out)
+    if fetch.get("requeued_from_backlog") or fetch.get("backlog_pending"):
+        print(
+            f"  backlog: {fetch['requeued_from_backlog']} re-queued, "
+            f"{'entries still waiting' if fetch['backlog_pending'] else 'empty'}",
+            file=out,
+        )
     print(f"  {'source':<20} {'found':>5} {'new':>5} {'enqueued':>8} {'deferred':>8}  outcome", file=out)
     for s in fetch["sources"]:
+        found = "-" if s["outcome"] == "not_modified" else s["found"]  # 304: the page was not read
         print(
-            f"  {s['source']:<20} {s['found']:>5} {s['new']:>5} {s['enqueued']:>8} {s['deferred']:>8}  "
+            f"  {s['source']:<20} {found:>5} {s['new']:>5} {s['enqueued']:>8} {s['deferred']:>8}  "
             f"{s['outcome']}{' - ' + s['error'] if s.get('error') else ''}",
             file=out,
         )
@@ -236,19 +243,26 @@ def _report(
     print(f"Lambda logs (JSON, as CloudWatch would show them): {logs}", file=out)
 
 
-def serve_local(*, aws_port: int = 5000, site_port: int = 8080, x_port: int = 8081) -> int:
+def serve_local(
+    *, host: str = "127.0.0.1", aws_port: int = 5000, site_port: int = 8080, x_port: int = 8081
+) -> int:
     """Keep the local stand-ins running for ``sam local invoke`` (events/env.json).
 
     Starts moto on ``aws_port`` with the stack ``bmsuploader`` made from
     template.yaml (the names in events/env.json), the sample uploader site on
-    ``site_port`` and the fake X on ``x_port``, all on loopback, until Ctrl-C.
+    ``site_port`` and the fake X on ``x_port``, on ``host`` (loopback unless
+    told otherwise: Docker containers reach the host through its bridge
+    address, so ``sam local`` on Linux needs ``--host 0.0.0.0``), until Ctrl-C.
     """
+    import logging
+
     from moto.server import ThreadedMotoServer
 
     from bmsuploader.local.aws import _faithful_fifo_sequence_numbers
 
     _faithful_fifo_sequence_numbers()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=aws_port, verbose=False)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    moto = ThreadedMotoServer(ip_address=host, port=aws_port, verbose=False)
     moto.start()
     endpoint = f"http://127.0.0.1:{aws_port}"
     with ExitStack() as stack:
@@ -264,8 +278,10 @@ def serve_local(*, aws_port: int = 5000, site_port: int = 8080, x_port: int = 80
             )
         )
         resources = provision_stack(TEMPLATE, stack_name="bmsuploader")
-        site = stack.enter_context(UploaderSite.with_sample_uploads(SAMPLE_UPLOADS, port=site_port))
-        fake_x = stack.enter_context(FakeX(port=x_port))
+        site = stack.enter_context(
+            UploaderSite.with_sample_uploads(SAMPLE_UPLOADS, host=host, port=site_port)
+        )
+        fake_x = stack.enter_context(FakeX(host=host, port=x_port))
         print(f"moto server  {endpoint}  (stack 'bmsuploader' from {TEMPLATE.name})")
         for key, value in resources.environment().items():
             print(f"  {key}={value}")

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 JST = timezone(timedelta(hours=9))
@@ -61,8 +61,11 @@ class Upload:
 class UploaderSite:
     """The fake uploader. Use as a context manager, or ``start()`` / ``stop()``."""
 
-    def __init__(self, *, rows_per_page: int = 20, first_id: int = 1, port: int = 0) -> None:
+    def __init__(
+        self, *, rows_per_page: int = 20, first_id: int = 1, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.rows_per_page = rows_per_page
+        self.host = host
         self.port = port
         self.uploads: list[Upload] = []  # oldest first; listings show them reversed
         self.requests: list[str] = []  # path + query of every request, in order
@@ -74,7 +77,7 @@ class UploaderSite:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def with_sample_uploads(cls, n: int, **kwargs: int) -> UploaderSite:  # kwargs: see __init__
+    def with_sample_uploads(cls, n: int, **kwargs: Any) -> UploaderSite:  # kwargs: see __init__
         """A site holding ``n`` uploads with deterministic Japanese comments."""
         site = cls(**kwargs)
         for i in range(n):
@@ -84,7 +87,7 @@ class UploaderSite:
     # --- lifecycle ----------------------------------------------------------------
 
     def start(self) -> Self:
-        server = _Server(("127.0.0.1", self.port), _Handler)
+        server = _Server((self.host, self.port), _Handler)
         server.site = self
         self._server = server
         # A short poll interval keeps stop() fast (the default makes it take 0.5 s).
