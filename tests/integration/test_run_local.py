@@ -29,8 +29,9 @@ def test_first_run_posts_the_newest_second_posts_nothing_new_upload_posts_one(
     assert "poster: 0 post(s)" in second
     assert re.search(r"sample-uploader\s+(-|\d+)\s+0\s+0\s+0", second)
     assert re.search(r"sample-feed\s+\d+\s+0\s+0\s+0", second)
-    assert "poster: 2 post(s)" in third  # one upload, announced by both sample sources
-    assert third.count("[posted]") == 2
+    assert "poster: 1 post(s)" in third  # the one new upload, exactly once
+    assert third.count("[posted]") == 1
+    assert "【追加1】" in third
     assert all(int(w) <= 280 for w in re.findall(r"weighted\s+(\d+)/280", first + third))
     assert "queue: 0 waiting, dead-letter queue: 0" in third
     assert (tmp_path / "lambda.log").read_text(encoding="utf-8").startswith("{")

@@ -98,7 +98,13 @@ def cmd_run_local(args: argparse.Namespace) -> int:
 def cmd_serve_local(args: argparse.Namespace) -> int:
     from bmsuploader.local.run import serve_local
 
-    return serve_local(host=args.host, aws_port=args.aws_port, site_port=args.site_port, x_port=args.x_port)
+    return serve_local(
+        host=args.host,
+        aws_port=args.aws_port,
+        site_port=args.site_port,
+        x_port=args.x_port,
+        feed_port=args.feed_port,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--aws-port", type=int, default=5000)
     serve.add_argument("--site-port", type=int, default=8080)
     serve.add_argument("--x-port", type=int, default=8081)
+    serve.add_argument("--feed-port", type=int, default=8082)
     serve.set_defaults(func=cmd_serve_local)
     return parser
 

@@ -2,14 +2,15 @@
 
 No AWS account and no network: a moto server on loopback stands in for AWS,
 the stack's tables and queues are created from ``template.yaml``, the bundled
-sample uploader site is served from loopback, and posts go to a local fake X
+sample uploader and a second sample site's RSS feed are served from loopback,
+and posts go to a local fake X
 (or only to the log with ``--dry-run``). The real handlers run: the fetcher
 with ``events/fetcher-schedule.json``, the poster with the messages really
 waiting on the queue, shaped as Lambda's SQS event source delivers them.
 
 State is kept in ``.local-run/`` between runs (DynamoDB items, the sample
 site's uploads, the fake X's posts), so a second run finds nothing new.
-``--new-upload`` adds one upload to the sample site first.
+``--new-upload`` adds one upload to the sample uploader first: exactly one post.
 With ``SOURCES_FILE`` set, that file's real URLs are fetched instead.
 """
 
@@ -42,7 +43,11 @@ ROOT = SRC.parent
 TEMPLATE = ROOT / "template.yaml"
 SCHEDULE_EVENT = ROOT / "events" / "fetcher-schedule.json"
 SAMPLE_SOURCES = Path(__file__).with_name("sample_sources.toml")
+#: Where sample_sources.toml expects the sample uploader and the sample feed site.
 SAMPLE_SITE_PLACEHOLDER = "http://host.docker.internal:8080"
+SAMPLE_FEED_PLACEHOLDER = "http://host.docker.internal:8082"
+#: The feed site numbers its uploads from here, so the two samples never share ids.
+FEED_FIRST_ID = 501
 SAMPLE_UPLOADS = 30
 STACK_NAME = "bmsuploader-local"
 MAX_POLLS = 50
@@ -74,7 +79,7 @@ def _sample_site(state_dir: Path, new_upload: bool) -> UploaderSite:
     extra = int(saved["extra_uploads"]) + (1 if new_upload else 0)
     site = UploaderSite.with_sample_uploads(SAMPLE_UPLOADS, rows_per_page=20)
     for i in range(extra):
-        site.add_upload(f"【追加】{SAMPLE_COMMENTS[i % len(SAMPLE_COMMENTS)]} #{i + 1}")
+        site.add_upload(f"【追加{i + 1}】{SAMPLE_COMMENTS[i % len(SAMPLE_COMMENTS)]}")
     (state_dir / "site.json").write_text(json.dumps({"extra_uploads": extra}), encoding="utf-8")
     return site
 
@@ -131,12 +136,20 @@ def run_local(
             site_label = f"sources from {sources_file} (real URLs)"
         else:
             site = stack.enter_context(_sample_site(state_dir, new_upload))
+            feed_site = stack.enter_context(
+                UploaderSite.with_sample_uploads(SAMPLE_UPLOADS, first_id=FEED_FIRST_ID)
+            )
             sources_file = state_dir / "sources.toml"
             sources_file.write_text(
-                SAMPLE_SOURCES.read_text(encoding="utf-8").replace(SAMPLE_SITE_PLACEHOLDER, site.base_url),
+                SAMPLE_SOURCES.read_text(encoding="utf-8")
+                .replace(SAMPLE_SITE_PLACEHOLDER, site.base_url)
+                .replace(SAMPLE_FEED_PLACEHOLDER, feed_site.base_url),
                 encoding="utf-8",
             )
-            site_label = f"sample uploader site {site.base_url} ({len(site.uploads)} uploads)"
+            site_label = (
+                f"sample uploader {site.base_url} ({len(site.uploads)} uploads), "
+                f"sample feed {feed_site.base_url}"
+            )
 
         x_label = "DRY_RUN (posts go to the log only)"
         env = {**resources.environment(), "SOURCES_FILE": str(sources_file), "DRY_RUN": "true"}
@@ -244,13 +257,19 @@ def _report(
 
 
 def serve_local(
-    *, host: str = "127.0.0.1", aws_port: int = 5000, site_port: int = 8080, x_port: int = 8081
+    *,
+    host: str = "127.0.0.1",
+    aws_port: int = 5000,
+    site_port: int = 8080,
+    x_port: int = 8081,
+    feed_port: int = 8082,
 ) -> int:
     """Keep the local stand-ins running for ``sam local invoke`` (events/env.json).
 
     Starts moto on ``aws_port`` with the stack ``bmsuploader`` made from
-    template.yaml (the names in events/env.json), the sample uploader site on
-    ``site_port`` and the fake X on ``x_port``, on ``host`` (loopback unless
+    template.yaml (the names in events/env.json), the sample uploader on
+    ``site_port``, the sample feed site on ``feed_port`` and the fake X on
+    ``x_port`` (the addresses sample_sources.toml and events/env.json use), on ``host`` (loopback unless
     told otherwise: Docker containers reach the host through its bridge
     address, so ``sam local`` on Linux needs ``--host 0.0.0.0``), until Ctrl-C.
     """
@@ -281,11 +300,18 @@ def serve_local(
         site = stack.enter_context(
             UploaderSite.with_sample_uploads(SAMPLE_UPLOADS, host=host, port=site_port)
         )
+        feed_site = stack.enter_context(
+            UploaderSite.with_sample_uploads(
+                SAMPLE_UPLOADS, first_id=FEED_FIRST_ID, host=host, port=feed_port
+            )
+        )
         fake_x = stack.enter_context(FakeX(host=host, port=x_port))
         print(f"moto server  {endpoint}  (stack 'bmsuploader' from {TEMPLATE.name})")
         for key, value in resources.environment().items():
             print(f"  {key}={value}")
-        print(f"sample site  {site.base_url}\nfake X       {fake_x.base_url}")
+        print(
+            f"sample site  {site.base_url}\nsample feed  {feed_site.base_url}\nfake X       {fake_x.base_url}"
+        )
         print("sam local invoke ... --env-vars events/env.json   (Ctrl-C stops everything)")
         try:
             while True:
