@@ -31,9 +31,10 @@ import threading
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 
+from bmsuploader.local.loopback import LoopbackService
 from bmsuploader.rendering import weighted_length
 
 MAX_WEIGHTED_LENGTH = 280
@@ -72,56 +73,23 @@ def _problem(
     return {"title": title, "detail": detail, "type": type_, "status": status, **extra}
 
 
-class FakeX:
+class FakeX(LoopbackService):
     """Context manager: ``with FakeX() as fake: XPublisher(creds, base_url=fake.base_url)``."""
 
+    thread_name = "fake-x"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._address = (host, port)
+        super().__init__(host, port)
         self._lock = threading.Lock()
         self._queue: deque[Scripted] = deque()
         self._next_id = FIRST_ID
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         #: Accepted posts, oldest first: ``{"id": ..., "text": ...}``.
         self.posts: list[dict[str, str]] = []
         #: Every request received, with the status answered.
         self.requests: list[SeenRequest] = []
 
-    # --- lifecycle ------------------------------------------------------------
-
-    def start(self) -> FakeX:
-        server = ThreadingHTTPServer(self._address, _Handler)
-        server.daemon_threads = True
-        server.fake = self  # type: ignore[attr-defined]
-        self._server = server
-        # A short poll interval: close() waits up to one interval for the loop to notice.
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-x", daemon=True
-        )
-        self._thread.start()
-        return self
-
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeX:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeX is not running; use it as a context manager or call start()")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        self.stop()
 
     # --- scripting ------------------------------------------------------------
 
@@ -250,7 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     @property
     def fake(self) -> FakeX:
-        return cast(FakeX, self.server.fake)  # type: ignore[attr-defined]
+        return cast(FakeX, self.server.service)  # type: ignore[attr-defined]
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: tests read fake.requests instead
@@ -308,6 +276,9 @@ def _text(body: bytes) -> str | None:
         return None
     text = payload.get("text") if isinstance(payload, dict) else None
     return text if isinstance(text, str) else None
+
+
+FakeX.handler = _Handler
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -67,6 +67,18 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
+def _local_aws(endpoint: str) -> dict[str, str]:
+    """boto3 pointed at the local emulator through the standard variables, with dummy credentials."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": "ap-northeast-1",
+        "POWERTOOLS_SERVICE_NAME": "bmsuploader",
+        "POWERTOOLS_METRICS_NAMESPACE": "BmsUploader",
+    }
+
+
 def _load_json(path: Path, default: Any) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -115,18 +127,7 @@ def run_local(
         # moto keeps its state per process, not per server: start from a clean emulator
         # (matters when run-local is called from a process that used moto before, e.g. tests).
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))  # noqa: S310
-        stack.enter_context(
-            _environment(
-                {
-                    "AWS_ENDPOINT_URL": endpoint,
-                    "AWS_ACCESS_KEY_ID": "local",
-                    "AWS_SECRET_ACCESS_KEY": "local",
-                    "AWS_DEFAULT_REGION": "ap-northeast-1",
-                    "POWERTOOLS_SERVICE_NAME": "bmsuploader",
-                    "POWERTOOLS_METRICS_NAMESPACE": "BmsUploader",
-                }
-            )
-        )
+        stack.enter_context(_environment(_local_aws(endpoint)))
         resources = provision_stack(TEMPLATE, stack_name=STACK_NAME)
         _restore_tables(resources, _load_json(state_dir / "aws.json", {}))
 
@@ -286,16 +287,7 @@ def serve_local(
     endpoint = f"http://127.0.0.1:{aws_port}"
     with ExitStack() as stack:
         stack.callback(moto.stop)
-        stack.enter_context(
-            _environment(
-                {
-                    "AWS_ENDPOINT_URL": endpoint,
-                    "AWS_ACCESS_KEY_ID": "local",
-                    "AWS_SECRET_ACCESS_KEY": "local",
-                    "AWS_DEFAULT_REGION": "ap-northeast-1",
-                }
-            )
-        )
+        stack.enter_context(_environment(_local_aws(endpoint)))
         resources = provision_stack(TEMPLATE, stack_name="bmsuploader")
         site = stack.enter_context(
             UploaderSite.with_sample_uploads(SAMPLE_UPLOADS, host=host, port=site_port)

@@ -24,10 +24,11 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime, parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from bmsuploader.local.loopback import LoopbackService
 
 JST = timezone(timedelta(hours=9))
 _EPOCH = datetime(2026, 1, 1, 9, 0, tzinfo=JST)
@@ -58,23 +59,22 @@ class Upload:
     downloads: int
 
 
-class UploaderSite:
+class UploaderSite(LoopbackService):
     """The fake uploader. Use as a context manager, or ``start()`` / ``stop()``."""
+
+    thread_name = "uploader-site"
 
     def __init__(
         self, *, rows_per_page: int = 20, first_id: int = 1, host: str = "127.0.0.1", port: int = 0
     ) -> None:
         self.rows_per_page = rows_per_page
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.uploads: list[Upload] = []  # oldest first; listings show them reversed
         self.requests: list[str] = []  # path + query of every request, in order
         self._next_id = first_id
         self._fail: list[int] = []  # statuses for the next requests
         self._broken = 0  # how many next requests get the maintenance page
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     @classmethod
     def with_sample_uploads(cls, n: int, **kwargs: Any) -> UploaderSite:  # kwargs: see __init__
@@ -83,40 +83,6 @@ class UploaderSite:
         for i in range(n):
             site.add_upload(SAMPLE_COMMENTS[i % len(SAMPLE_COMMENTS)], size=f"{(i * 37) % 900 + 10}KB")
         return site
-
-    # --- lifecycle ----------------------------------------------------------------
-
-    def start(self) -> Self:
-        server = _Server((self.host, self.port), _Handler)
-        server.site = self
-        self._server = server
-        # A short poll interval keeps stop() fast (the default makes it take 0.5 s).
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="uploader-site", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None, "start() the site first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     @property
     def listing_url(self) -> str:
@@ -273,18 +239,15 @@ def _send(
         handler.wfile.write(body)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    site: UploaderSite
-
-
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
     def do_GET(self) -> None:
-        self.server.site._respond(self)
+        site: UploaderSite = self.server.service  # type: ignore[attr-defined]
+        site._respond(self)
 
     do_HEAD = do_GET
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: tests and the demo read ``UploaderSite.requests`` instead."""
+
+
+UploaderSite.handler = _Handler

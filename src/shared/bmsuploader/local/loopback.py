@@ -1,0 +1,64 @@
+"""A small HTTP service on a loopback port, on a daemon thread.
+
+The fake uploader site and the fake X are both one of these: start/stop,
+context manager, ``base_url``. Request handlers reach their service as
+``self.server.service``.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    service: Any
+
+
+class LoopbackService:
+    """Base for the local stand-ins. Subclasses set ``handler`` and call ``super().__init__``."""
+
+    handler: type[BaseHTTPRequestHandler]
+    thread_name = "loopback-service"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._address = (host, port)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Self:
+        server = _Server(self._address, self.handler)
+        server.service = self
+        self._server = server
+        # A short poll interval keeps stop() fast (the default makes it take 0.5 s).
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=self.thread_name, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError(
+                f"{type(self).__name__} is not running; use it as a context manager or start()"
+            )
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
