@@ -36,7 +36,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bmsuploader.errors import ConfigError, Disposition
+from bmsuploader.errors import BmsUploaderError, ConfigError, Disposition
 from bmsuploader.message import EntryMessage, parse_message
 from bmsuploader.observability import make_logger, make_metrics
 from bmsuploader.post_cycle import Announcer, Decision, Pricing, decide
@@ -154,7 +154,7 @@ def record_handler(record: SQSRecord) -> dict[str, Any] | None:
             from_backlog=_backlog_order(record) is not None,
         )
     except Exception as exc:  # noqa: BLE001 - every failure goes through decide()
-        _handle_failure(record, decide(exc, receive_count))
+        _handle_failure(record, decide(exc, receive_count), exc)
         return None
     finally:
         logger.remove_keys(["message_id"])
@@ -183,7 +183,7 @@ def _backlog_order(record: SQSRecord) -> str | None:
     return attribute.string_value if attribute is not None else None
 
 
-def _handle_failure(record: SQSRecord, decision: Decision) -> None:
+def _handle_failure(record: SQSRecord, decision: Decision, exc: Exception) -> None:
     """Act on a decision. Raises unless the message was dead-lettered or set aside."""
     metrics.add_metric(name=OUTCOME_METRICS.get(decision.outcome, "Retried"), unit=MetricUnit.Count, value=1)
     if decision.disposition is Disposition.SET_ASIDE:
@@ -223,6 +223,8 @@ def _handle_failure(record: SQSRecord, decision: Decision) -> None:
         f"{decision.outcome}: {decision.reason} -- the message stays queued and comes back in "
         f"{decision.delay_seconds} s",
         extra={"outcome": decision.outcome, "delay_seconds": decision.delay_seconds},
+        # A failure we did not classify is a bug or an AWS error: keep its traceback.
+        exc_info=not isinstance(exc, BmsUploaderError),
     )
     logger.remove_keys(["source", "entry_id"])
     raise RuntimeError(decision.reason)
