@@ -126,26 +126,24 @@ def _parse_html(source: Source, text: str, page_url: str) -> list[Entry]:
             expression = getattr(selectors, name)
             return None if expression is None else _xpath_text(row, expression)
 
-        def required(name: str, value: str | None, number: int = number) -> str:
-            if not value:
-                expression = getattr(selectors, name)
-                raise SourceFormatError(
-                    source.name, f"row {number}: {name} is missing (selectors.{name} {expression!r})"
-                )
-            return value
-
         filename = field("filename") or None
         title = field("title")
         # An upload without a comment is normal on these uploaders; the empty
         # cell is there, so name it after its file. A missing cell is an error.
         if title == "" and filename:
             title = filename
-        raw_id = required("entry_id", field("entry_id"))
+        where = f"row {number}"
+        raw_id = _required(
+            source, where, "entry_id", field("entry_id"), f"selectors.entry_id {selectors.entry_id!r}"
+        )
         entries.append(
             Entry(
-                entry_id=_apply_id_regex(source, raw_id, f"row {number}"),
-                title=required("title", title),
-                url=urljoin(page_url, required("url", field("url"))),
+                entry_id=_apply_id_regex(source, raw_id, where),
+                title=_required(source, where, "title", title, f"selectors.title {selectors.title!r}"),
+                url=urljoin(
+                    page_url,
+                    _required(source, where, "url", field("url"), f"selectors.url {selectors.url!r}"),
+                ),
                 comment=field("comment") or "",
                 uploaded_at=field("uploaded_at") or None,
                 filename=filename,
@@ -206,19 +204,12 @@ def _parse_rss(source: Source, text: str, page_url: str) -> list[Entry]:
     for number, item in enumerate(items, start=1):
         where = f"item {number}"
         link = _child_text(item, "link")
-        raw_id = _child_text(item, "guid") or link
-        title = _child_text(item, "title")
-        if not raw_id:
-            raise SourceFormatError(source.name, f"{where}: entry_id is missing (no guid or link)")
-        if not title:
-            raise SourceFormatError(source.name, f"{where}: title is missing (<title>)")
-        if not link:
-            raise SourceFormatError(source.name, f"{where}: url is missing (<link>)")
+        raw_id = _required(source, where, "entry_id", _child_text(item, "guid") or link, "no guid or link")
         entries.append(
             Entry(
                 entry_id=_apply_id_regex(source, raw_id, where),
-                title=title,
-                url=urljoin(page_url, link),
+                title=_required(source, where, "title", _child_text(item, "title"), "<title>"),
+                url=urljoin(page_url, _required(source, where, "url", link, "<link>")),
                 comment=_strip_tags(_child_text(item, "description")),
                 uploaded_at=_rfc822_to_iso(_child_text(item, "pubDate")),
             )
@@ -236,27 +227,28 @@ def _parse_atom(source: Source, text: str, page_url: str) -> list[Entry]:
     entries = []
     for number, item in enumerate(items, start=1):
         where = f"entry {number}"
-        raw_id = _child_text(item, "a:id")
-        title = _strip_tags(_child_text(item, "a:title"))
+        raw_id = _required(source, where, "entry_id", _child_text(item, "a:id"), "<id>")
+        title = _required(source, where, "title", _strip_tags(_child_text(item, "a:title")), "<title>")
         hrefs = item.xpath("a:link[@rel='alternate' or not(@rel)]/@href", namespaces=_A)
         link = _collapse(str(hrefs[0])) if isinstance(hrefs, list) and hrefs else ""
-        if not raw_id:
-            raise SourceFormatError(source.name, f"{where}: entry_id is missing (<id>)")
-        if not title:
-            raise SourceFormatError(source.name, f"{where}: title is missing (<title>)")
-        if not link:
-            raise SourceFormatError(source.name, f"{where}: url is missing (<link rel='alternate'>)")
         when = _child_text(item, "a:published") or _child_text(item, "a:updated")
         entries.append(
             Entry(
                 entry_id=_apply_id_regex(source, raw_id, where),
                 title=title,
-                url=urljoin(page_url, link),
+                url=urljoin(page_url, _required(source, where, "url", link, "<link rel='alternate'>")),
                 comment=_strip_tags(_child_text(item, "a:summary") or _child_text(item, "a:content")),
                 uploaded_at=_iso_or_raw(when),
             )
         )
     return entries
+
+
+def _required(source: Source, where: str, name: str, value: str | None, origin: str) -> str:
+    """A required field's value, or the format error that names the row, field and origin."""
+    if not value:
+        raise SourceFormatError(source.name, f"{where}: {name} is missing ({origin})")
+    return value
 
 
 def _child_text(parent: etree._Element, path: str) -> str:
