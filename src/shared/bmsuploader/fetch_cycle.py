@@ -1,23 +1,23 @@
 """One fetcher run: lease -> for each source: listing -> new entries -> queue.
 
-The handler (``src/fetcher/app.py``) builds the collaborators and calls
-:func:`run_fetch_cycle`. The order of operations *is* the design:
+The handler (``src/fetcher/app.py``) builds a :class:`FetchCycle` and calls
+:meth:`FetchCycle.run`. The order of operations *is* the design:
 
 1. Take the run lease (it expires on its own). A second concurrent run --
    EventBridge Scheduler delivers at least once -- exits cleanly.
-2. Read every source's state in one BatchGetItem.
-3. Per source: conditional GET of page 1 (304 = nothing to do), parse, find
+2. Read every source's state and the poster's control item in one BatchGetItem.
+3. If the poster set entries aside in the backlog because the monthly budget
+   was spent, and the budget allows again, put them back on the queue first,
+   in order. While some remain, new entries wait unseen, so nothing
+   overtakes them.
+4. Per source: conditional GET of page 1 (304 = nothing to do), parse, find
    the unseen ids with batched reads, walk older pages while a whole page is
    unseen, and plan (:mod:`bmsuploader.dedup`).
-4. Send the plan oldest first with SendMessageBatch, and mark entries seen
+5. Send the plan oldest first with SendMessageBatch, and mark entries seen
    **only after** their send succeeded. A crash between the two re-sends
    (deduplicated by SQS for 5 minutes, then by the poster's idempotency);
    it never loses an entry.
-0. (Before the sources.) If the poster set entries aside in the backlog
-   because the monthly budget was spent, and the budget allows again, put
-   them back on the queue first, in order. While some remain, new entries
-   wait unseen, so nothing overtakes them.
-5. Save the source's state. The page's validators are kept only when nothing
+6. Save the source's state. The page's validators are kept only when nothing
    is left waiting: otherwise the next run's conditional GET would answer 304
    and strand the deferred entries until the page changes.
 
@@ -30,10 +30,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import batched
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bmsuploader.dedup import Plan, page_fully_unseen, plan_first_run, plan_new, take_unseen
-from bmsuploader.errors import FetchError, SourceError, SourceFormatError
+from bmsuploader.errors import SourceError, SourceFormatError
 from bmsuploader.fetching import Page
 from bmsuploader.message import backlog_deduplication_id
 from bmsuploader.parsing import Entry, parse_listing
@@ -215,8 +216,7 @@ class FetchCycle:
 
     def _requeue(self, source: str, items: list[BacklogItem]) -> int:
         sent = 0
-        for start in range(0, len(items), SEND_BATCH_LIMIT):
-            chunk = items[start : start + SEND_BATCH_LIMIT]
+        for chunk in batched(items, SEND_BATCH_LIMIT, strict=False):
             result = self.queue.send(
                 [
                     Outgoing(
@@ -271,11 +271,12 @@ class FetchCycle:
                 return report
             listed = parse_listing(source, page.text, page_url=page.url)
             report.found = len(listed)
-            unseen = self.store.unseen(source.name, [e.entry_id for e in listed])
             if first_run:
+                # The baseline covers everything listed: no need to ask what is unseen.
                 plan = plan_first_run(listed, source.first_run, budget)
                 report.outcome = "baseline"
             else:
+                unseen = self.store.unseen(source.name, [e.entry_id for e in listed])
                 plan = plan_new(self._collect_unseen(source, listed, unseen, report), budget)
             report.new = len(plan.send) + len(plan.deferred)
             complete = self._execute(source, plan, report, now)
@@ -344,10 +345,9 @@ class FetchCycle:
                 "first run: recorded the listing as the baseline",
                 extra={"outcome": "baseline", "recorded": len(plan.record), "to_send": len(plan.send)},
             )
-        sends = list(plan.send)
         complete = plan.complete
-        for start in range(0, len(sends), SEND_BATCH_LIMIT):
-            batch = sends[start : start + SEND_BATCH_LIMIT]
+        sent = 0
+        for batch in batched(plan.send, SEND_BATCH_LIMIT, strict=False):
             result = self.queue.send_batch([entry.to_message(source.name, now) for entry in batch])
             if result.sent:
                 try:
@@ -363,14 +363,14 @@ class FetchCycle:
                 for message in result.sent:
                     self.logger.info("enqueued", extra={"entry_id": message.entry_id, "outcome": "enqueued"})
                 report.enqueued += len(result.sent)
+            sent += len(result.sent)
             if result.failed:
                 for message, reason in result.failed:
                     self.logger.error(
                         "could not enqueue; the entry stays unseen and is sent next run",
                         extra={"entry_id": message.entry_id, "outcome": "enqueue_failed", "reason": reason},
                     )
-                deferred = len(sends) - start - len(result.sent)
-                report.deferred += deferred
+                report.deferred += len(plan.send) - sent
                 complete = False
                 break
         report.deferred += len(plan.deferred)
@@ -401,5 +401,4 @@ class FetchCycle:
                 "consecutive_failures": failed.consecutive_failures,
             },
         )
-        assert isinstance(exc, (FetchError, SourceFormatError))
         return report

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import batched
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -127,8 +128,7 @@ class QueueControl:
     def delay(self, delays: Sequence[Delay]) -> list[str]:
         """Set each message's visibility timeout; returns the ids that failed."""
         failed: list[str] = []
-        for start in range(0, len(delays), SEND_BATCH_LIMIT):
-            chunk = delays[start : start + SEND_BATCH_LIMIT]
+        for chunk in batched(delays, SEND_BATCH_LIMIT, strict=False):
             response = self.client.change_message_visibility_batch(
                 QueueUrl=self.queue_url,
                 Entries=[

@@ -26,9 +26,10 @@ or it would be announced again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from itertools import batched
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -167,11 +168,6 @@ def _entry_sk(entry_id: str) -> str:
     return f"ENTRY#{entry_id}"
 
 
-def _chunks[T](items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 class StateStore:
     """The fetcher's and poster's view of the state table."""
 
@@ -279,7 +275,7 @@ class StateStore:
         keeps refusing some; the caller then leaves them unseen (sent again
         next run, absorbed by the poster's idempotency)."""
         stamp = now.astimezone(UTC).isoformat()
-        for chunk in _chunks(list(dict.fromkeys(entry_ids)), BATCH_WRITE_LIMIT):
+        for chunk in batched(dict.fromkeys(entry_ids), BATCH_WRITE_LIMIT, strict=False):
             requests: list[Any] = [
                 {
                     "PutRequest": {
@@ -419,7 +415,7 @@ class StateStore:
 
     def unpark(self, items: Sequence[BacklogItem]) -> None:
         """Delete backlog items once they are back on the queue."""
-        for chunk in _chunks(list(items), BATCH_WRITE_LIMIT):
+        for chunk in batched(items, BATCH_WRITE_LIMIT, strict=False):
             self._batch_write(
                 [
                     {"DeleteRequest": {"Key": {"pk": _s(f"BACKLOG#{i.source}"), "sk": _s(i.order)}}}
@@ -445,7 +441,7 @@ class StateStore:
 
     def _batch_get(self, keys: list[dict[str, Any]], *, projection: bool = False) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
-        for chunk in _chunks(keys, BATCH_GET_LIMIT):
+        for chunk in batched(keys, BATCH_GET_LIMIT, strict=False):
             request: dict[str, Any] = {"Keys": list(chunk), "ConsistentRead": True}
             if projection:
                 request["ProjectionExpression"] = "pk, sk"

@@ -23,6 +23,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from itertools import batched
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +101,7 @@ def _restore_tables(resources: Any, saved: dict[str, list[dict[str, Any]]]) -> N
     dynamodb = boto3.client("dynamodb")
     for table, items in saved.items():
         name = {"state": resources.table_name, "idempotency": resources.idempotency_table}[table]
-        for start in range(0, len(items), 25):
-            chunk = items[start : start + 25]
+        for chunk in batched(items, 25, strict=False):  # BatchWriteItem's limit
             dynamodb.batch_write_item(RequestItems={name: [{"PutRequest": {"Item": i}} for i in chunk]})
 
 
