@@ -47,14 +47,32 @@ def fifty_row_site() -> Any:
 
 
 @pytest.fixture
-def app(
+def fresh_app(
     stack: Any, fifty_row_site: UploaderSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> ModuleType:
     path = write_sources(tmp_path / "sources.toml", fifty_row_site, feed=False)
     monkeypatch.setenv("SOURCES_FILE", str(path))
-    module = load_handler("fetcher")
-    counted_run(module)  # the baseline run
-    return module
+    return load_handler("fetcher")
+
+
+@pytest.fixture
+def app(fresh_app: ModuleType) -> ModuleType:
+    counted_run(fresh_app)  # the baseline run
+    return fresh_app
+
+
+def test_first_run_baseline_of_fifty_costs_six_calls(fresh_app: ModuleType) -> None:
+    calls = counted_run(fresh_app)
+    print(f"\nfirst run, baseline of 50: {sum(calls.values())} calls {dict(calls)}")
+    assert calls == Counter(
+        {
+            "dynamodb:PutItem": 1,  # the lease
+            "dynamodb:BatchGetItem": 1,  # state and control item; no unseen check: all 50 are recorded
+            "dynamodb:BatchWriteItem": 2,  # 50 seen marks, 25 per call
+            "dynamodb:UpdateItem": 1,  # the source's state
+            "dynamodb:DeleteItem": 1,  # lease release
+        }
+    )
 
 
 def touch_listing(site: UploaderSite) -> None:
