@@ -145,6 +145,7 @@ _batch = _Batch("")
 def record_handler(record: SQSRecord) -> dict[str, Any] | None:
     receive_count = int(record.attributes.approximate_receive_count or 1)
     logger.append_keys(message_id=record.message_id)
+    message: EntryMessage | None = None
     try:
         message = parse_message(record.body)
         logger.append_keys(source=message.source, entry_id=message.entry_id)
@@ -154,13 +155,13 @@ def record_handler(record: SQSRecord) -> dict[str, Any] | None:
             from_backlog=_backlog_order(record) is not None,
         )
     except Exception as exc:  # noqa: BLE001 - every failure goes through decide()
-        _handle_failure(record, decide(exc, receive_count), exc)
+        _handle_failure(record, message, decide(exc, receive_count), exc)
         return None
     finally:
         logger.remove_keys(["message_id"])
-    outcome = result["outcome"]
-    if result.get("invocation_id") != _batch.invocation_id:
-        outcome = "duplicate"  # completed earlier: the idempotency record answered, X was not called
+    # Completed in an earlier invocation: the idempotency record answered, X was not called.
+    replayed = result.get("invocation_id") != _batch.invocation_id
+    outcome = "duplicate" if replayed else result["outcome"]
     logger.info(
         f"{outcome}: {result['text']}",
         extra={
@@ -171,7 +172,7 @@ def record_handler(record: SQSRecord) -> dict[str, Any] | None:
         },
     )
     metrics.add_metric(name=OUTCOME_METRICS[outcome], unit=MetricUnit.Count, value=1)
-    if result.get("invocation_id") == _batch.invocation_id:
+    if not replayed:
         metrics.add_metric(name="EstimatedSpendUSD", unit=MetricUnit.NoUnit, value=result["cost_usd"])
     logger.remove_keys(["source", "entry_id"])
     return result
@@ -183,11 +184,13 @@ def _backlog_order(record: SQSRecord) -> str | None:
     return attribute.string_value if attribute is not None else None
 
 
-def _handle_failure(record: SQSRecord, decision: Decision, exc: Exception) -> None:
+def _handle_failure(
+    record: SQSRecord, message: EntryMessage | None, decision: Decision, exc: Exception
+) -> None:
     """Act on a decision. Raises unless the message was dead-lettered or set aside."""
     metrics.add_metric(name=OUTCOME_METRICS.get(decision.outcome, "Retried"), unit=MetricUnit.Count, value=1)
     if decision.disposition is Disposition.SET_ASIDE:
-        message = parse_message(record.body)
+        assert message is not None  # set aside only after the body parsed
         order = _backlog_order(record) or record.attributes.sequence_number or record.message_id
         _announcer().store.park(
             message.source, order=order, entry_id=message.entry_id, body=record.body, now=datetime.now(UTC)
