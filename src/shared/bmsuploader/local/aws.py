@@ -56,8 +56,11 @@ def _faithful_fifo_sequence_numbers() -> None:
     models.Queue.add_message = add_message  # type: ignore[method-assign]
 
 
-def start_moto_server() -> tuple[Any, str]:
-    """Start moto's server in this process on a free loopback port."""
+def start_moto_server(host: str = "127.0.0.1", port: int | None = None) -> tuple[Any, str]:
+    """Start moto's server in this process (on a free loopback port unless told otherwise).
+
+    Returns the server and the endpoint to reach it at, always through loopback.
+    """
     import logging
 
     from moto.server import ThreadedMotoServer
@@ -65,8 +68,8 @@ def start_moto_server() -> tuple[Any, str]:
     _faithful_fifo_sequence_numbers()
     # werkzeug logs every request at INFO: thousands of lines per test run.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    port = port or free_port()
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     return server, f"http://127.0.0.1:{port}"
 

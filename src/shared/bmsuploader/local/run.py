@@ -270,21 +270,11 @@ def serve_local(
     Starts moto on ``aws_port`` with the stack ``bmsuploader`` made from
     template.yaml (the names in events/env.json), the sample uploader on
     ``site_port``, the sample feed site on ``feed_port`` and the fake X on
-    ``x_port`` (the addresses sample_sources.toml and events/env.json use), on ``host`` (loopback unless
-    told otherwise: Docker containers reach the host through its bridge
+    ``x_port`` (the addresses sample_sources.toml and events/env.json use), on
+    ``host`` (loopback unless told otherwise: Docker containers reach the host through its bridge
     address, so ``sam local`` on Linux needs ``--host 0.0.0.0``), until Ctrl-C.
     """
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    from bmsuploader.local.aws import _faithful_fifo_sequence_numbers
-
-    _faithful_fifo_sequence_numbers()
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    moto = ThreadedMotoServer(ip_address=host, port=aws_port, verbose=False)
-    moto.start()
-    endpoint = f"http://127.0.0.1:{aws_port}"
+    moto, endpoint = start_moto_server(host, aws_port)
     with ExitStack() as stack:
         stack.callback(moto.stop)
         stack.enter_context(_environment(_local_aws(endpoint)))
