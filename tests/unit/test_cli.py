@@ -36,23 +36,21 @@ def sources(tmp_path: Path) -> Path:
     return path
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], str]:
-    code = main(list(args))
+def run(
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    sources: Path,
+    source: str,
+    page: str = "classic_sjis.html",
+) -> tuple[int, list[str], str]:
+    """``bmsuploader COMMAND --sources S --source NAME --page tests/fixtures/pages/PAGE``."""
+    code = main([command, "--sources", str(sources), "--source", source, "--page", str(PAGES / page)])
     captured = capsys.readouterr()
     return code, captured.out.splitlines(), captured.err
 
 
 def test_parse_prints_one_message_body_per_entry(sources: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, lines, _ = run(
-        capsys,
-        "parse",
-        "--sources",
-        str(sources),
-        "--source",
-        "up",
-        "--page",
-        str(PAGES / "classic_sjis.html"),
-    )
+    code, lines, _ = run(capsys, "parse", sources, "up")
 
     assert code == 0
     messages = [EntryMessage.model_validate_json(line) for line in lines]  # the shared schema
@@ -66,16 +64,7 @@ def test_parse_prints_one_message_body_per_entry(sources: Path, capsys: pytest.C
 
 
 def test_preview_prints_the_posts(sources: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, lines, _ = run(
-        capsys,
-        "preview",
-        "--sources",
-        str(sources),
-        "--source",
-        "up",
-        "--page",
-        str(PAGES / "classic_sjis.html"),
-    )
+    code, lines, _ = run(capsys, "preview", sources, "up")
 
     assert code == 0
     posts = [json.loads(line) for line in lines]
@@ -87,31 +76,13 @@ def test_preview_prints_the_posts(sources: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_preview_honours_the_link_policy(sources: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _, lines, _ = run(
-        capsys,
-        "preview",
-        "--sources",
-        str(sources),
-        "--source",
-        "nolink",
-        "--page",
-        str(PAGES / "classic_sjis.html"),
-    )
+    _, lines, _ = run(capsys, "preview", sources, "nolink")
 
     assert lines and all("http" not in json.loads(line)["text"] for line in lines)
 
 
 def test_unknown_source_is_a_one_line_error(sources: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, lines, err = run(
-        capsys,
-        "parse",
-        "--sources",
-        str(sources),
-        "--source",
-        "nope",
-        "--page",
-        str(PAGES / "classic_sjis.html"),
-    )
+    code, lines, err = run(capsys, "parse", sources, "nope")
 
     assert code == 2 and lines == []
     assert err.strip() == "bmsuploader: error: no source named 'nope' in the file; known: up, nolink"
@@ -120,16 +91,7 @@ def test_unknown_source_is_a_one_line_error(sources: Path, capsys: pytest.Captur
 def test_a_page_that_does_not_match_is_a_format_error(
     sources: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run(
-        capsys,
-        "parse",
-        "--sources",
-        str(sources),
-        "--source",
-        "up",
-        "--page",
-        str(PAGES / "maintenance_sjis.html"),
-    )
+    code, _, err = run(capsys, "parse", sources, "up", "maintenance_sjis.html")
 
     assert code == 2
     assert "source 'up'" in err and "selectors.row" in err
@@ -139,7 +101,7 @@ def test_a_bad_config_names_the_source_and_field(tmp_path: Path, capsys: pytest.
     bad = tmp_path / "bad.toml"
     bad.write_text('[[source]]\nname = "up"\nkind = "html"\nurl = "ftp://x/"\npreset = "classic-cgi"\n')
 
-    code, _, err = run(capsys, "parse", "--sources", str(bad), "--source", "up", "--page", "x.html")
+    code, _, err = run(capsys, "parse", bad, "up", "x.html")
 
     assert code == 2
     assert "source 'up'" in err and "url" in err
