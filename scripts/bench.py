@@ -58,15 +58,15 @@ def _quiet() -> Any:
 
 
 def api_calls() -> None:
-    from bmsuploader.local.aws import provision_stack, start_moto_server
-    from bmsuploader.local.fake_x import FakeX
-    from bmsuploader.local.lambda_runtime import (
+    from bmsuploader_local.aws import provision_stack, start_moto_server
+    from bmsuploader_local.fake_x import FakeX
+    from bmsuploader_local.lambda_runtime import (
         FakeContext,
         delete_succeeded,
         load_handler,
         receive_as_event,
     )
-    from bmsuploader.local.uploader_site import UploaderSite
+    from bmsuploader_local.uploader_site import UploaderSite
 
     server, endpoint = start_moto_server()
     os.environ["AWS_ENDPOINT_URL"] = endpoint

@@ -34,7 +34,7 @@ def aws_endpoint() -> Iterator[str]:
     if existing:
         yield existing
         return
-    from bmsuploader.local.aws import start_moto_server
+    from bmsuploader_local.aws import start_moto_server
 
     server, url = start_moto_server()
     os.environ["AWS_ENDPOINT_URL"] = url
@@ -52,7 +52,7 @@ def stack(aws_endpoint: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[n
     Each test gets its own stack name, so tests never see each other's state.
     The handler environment variables are set as Lambda would set them.
     """
-    from bmsuploader.local.aws import provision_stack
+    from bmsuploader_local.aws import provision_stack
 
     resources = provision_stack(ROOT / "template.yaml", stack_name=f"t{uuid.uuid4().hex[:10]}")
     for name, value in resources.environment().items():

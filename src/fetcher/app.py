@@ -1,8 +1,8 @@
 """Fetcher Lambda: schedule -> listings -> new entries -> SQS FIFO queue.
 
 Thin on purpose: read the environment, build the collaborators once per
-container, run one :class:`bmsuploader.fetch_cycle.FetchCycle`, shape the
-result. The logic lives in ``bmsuploader.fetch_cycle`` and ``bmsuploader.dedup``.
+container, run one :class:`bmsuploader.fetch.cycle.FetchCycle`, shape the
+result. The logic lives in ``bmsuploader.fetch.cycle`` and ``bmsuploader.fetch.dedup``.
 
 Environment (the contract; tools outside the code drive the handler with it):
 ``TABLE_NAME``, ``QUEUE_URL``, ``SOURCES_FILE`` (optional),
@@ -20,13 +20,13 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bmsuploader.errors import ConfigError
-from bmsuploader.fetch_cycle import FetchCycle
-from bmsuploader.fetching import PageFetcher
-from bmsuploader.observability import EmfSourceMetrics, make_logger, make_metrics
-from bmsuploader.queue import EntryQueue
-from bmsuploader.sources import load_sources
-from bmsuploader.state import StateStore
+from bmsuploader.aws.observability import EmfSourceMetrics, make_logger, make_metrics
+from bmsuploader.aws.queue import EntryQueue
+from bmsuploader.aws.state import StateStore
+from bmsuploader.config.sources import load_sources
+from bmsuploader.contract.errors import ConfigError
+from bmsuploader.fetch.cycle import FetchCycle
+from bmsuploader.fetch.fetching import PageFetcher
 
 logger = make_logger()
 metrics = make_metrics()

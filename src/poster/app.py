@@ -1,9 +1,9 @@
 """Poster Lambda: SQS FIFO batch -> one post on X per entry, in order, once.
 
 Thin on purpose. Per record: validate against the shared schema, then run
-:meth:`bmsuploader.post_cycle.Announcer.announce` inside Powertools'
+:meth:`bmsuploader.post.cycle.Announcer.announce` inside Powertools'
 ``idempotent_function`` keyed on (source, entry id). Failures become a
-decision in one place (:func:`bmsuploader.post_cycle.decide`): dead-letter the
+decision in one place (:func:`bmsuploader.post.cycle.decide`): dead-letter the
 message ourselves, or set its visibility timeout and report it failed.
 
 ``SqsFifoPartialProcessor`` stops at the first failure and reports the rest
@@ -36,14 +36,14 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bmsuploader.errors import BmsUploaderError, ConfigError, Disposition
-from bmsuploader.message import EntryMessage, parse_message
-from bmsuploader.observability import make_logger, make_metrics
-from bmsuploader.post_cycle import Announcer, Decision, Pricing, decide
-from bmsuploader.publishing import DryRunPublisher, Publisher, XPublisher, load_credentials
-from bmsuploader.queue import BACKLOG_ORDER_ATTRIBUTE, Delay, QueueControl
-from bmsuploader.sources import load_sources
-from bmsuploader.state import StateStore
+from bmsuploader.aws.observability import make_logger, make_metrics
+from bmsuploader.aws.queue import BACKLOG_ORDER_ATTRIBUTE, Delay, QueueControl
+from bmsuploader.aws.state import StateStore
+from bmsuploader.config.sources import load_sources
+from bmsuploader.contract.errors import BmsUploaderError, ConfigError, Disposition
+from bmsuploader.contract.message import EntryMessage, parse_message
+from bmsuploader.post.cycle import Announcer, Decision, Pricing, decide
+from bmsuploader.post.publishing import DryRunPublisher, Publisher, XPublisher, load_credentials
 
 logger = make_logger()
 metrics = make_metrics()

@@ -10,9 +10,9 @@ from typing import Any
 import boto3
 import pytest
 
-from bmsuploader.local.lambda_runtime import FakeContext, load_handler
-from bmsuploader.local.uploader_site import UploaderSite
-from bmsuploader.message import EntryMessage, parse_message
+from bmsuploader.contract.message import EntryMessage, parse_message
+from bmsuploader_local.lambda_runtime import FakeContext, load_handler
+from bmsuploader_local.uploader_site import UploaderSite
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from bmsuploader.local.lambda_runtime import FakeContext, load_handler
-from bmsuploader.local.uploader_site import UploaderSite
+from bmsuploader_local.lambda_runtime import FakeContext, load_handler
+from bmsuploader_local.uploader_site import UploaderSite
 from tests.integration.conftest import scheduled_event, write_sources
 
 pytestmark = pytest.mark.integration

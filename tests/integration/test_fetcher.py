@@ -11,10 +11,10 @@ from typing import Any
 import boto3
 import pytest
 
-from bmsuploader.errors import ConfigError
-from bmsuploader.local.uploader_site import UploaderSite
-from bmsuploader.message import deduplication_id
-from bmsuploader.state import StateStore
+from bmsuploader.aws.state import StateStore
+from bmsuploader.contract.errors import ConfigError
+from bmsuploader.contract.message import deduplication_id
+from bmsuploader_local.uploader_site import UploaderSite
 from tests.integration.conftest import by_source, drain, write_sources
 
 pytestmark = pytest.mark.integration

@@ -21,11 +21,11 @@ from typing import Any
 import boto3
 import pytest
 
-from bmsuploader.local.fake_x import FakeX
-from bmsuploader.local.lambda_runtime import FakeContext, delete_succeeded, load_handler, receive_as_event
-from bmsuploader.message import EntryMessage, deduplication_id
-from bmsuploader.queue import EntryQueue
-from bmsuploader.state import StateStore
+from bmsuploader.aws.queue import EntryQueue
+from bmsuploader.aws.state import StateStore
+from bmsuploader.contract.message import EntryMessage, deduplication_id
+from bmsuploader_local.fake_x import FakeX
+from bmsuploader_local.lambda_runtime import FakeContext, delete_succeeded, load_handler, receive_as_event
 
 pytestmark = pytest.mark.integration
 

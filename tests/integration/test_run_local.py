@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bmsuploader.local.run import run_local
+from bmsuploader_local.run import run_local
 
 pytestmark = pytest.mark.integration
 

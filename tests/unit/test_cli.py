@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bmsuploader.cli import main
-from bmsuploader.message import EntryMessage
+from bmsuploader.contract.message import EntryMessage
 
 PAGES = Path(__file__).resolve().parents[1] / "fixtures" / "pages"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bmsuploader.decoding import decode_page, normalise_encoding
+from bmsuploader.fetch.decoding import decode_page, normalise_encoding
 
 PAGES = Path(__file__).resolve().parent.parent / "fixtures" / "pages"
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bmsuploader.dedup import page_fully_unseen, plan_first_run, plan_new, take_unseen
-from bmsuploader.parsing import Entry
-from bmsuploader.sources import FirstRun
+from bmsuploader.config.sources import FirstRun
+from bmsuploader.fetch.dedup import page_fully_unseen, plan_first_run, plan_new, take_unseen
+from bmsuploader.fetch.parsing import Entry
 
 
 def listing(*ids: int) -> list[Entry]:

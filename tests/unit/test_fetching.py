@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from bmsuploader import USER_AGENT
-from bmsuploader.errors import FetchError
-from bmsuploader.fetching import PageFetcher, Validators, default_client
-from bmsuploader.local.uploader_site import UploaderSite
+from bmsuploader.contract.errors import FetchError
+from bmsuploader.fetch.fetching import PageFetcher, Validators, default_client
+from bmsuploader_local.uploader_site import UploaderSite
 
 Respond = Callable[[BaseHTTPRequestHandler], None]
 
@@ -296,9 +296,9 @@ def test_close_leaves_an_injected_client_open(serve: Callable[[Respond], TinySer
 
 
 def test_fake_uploader_pages_list_older_uploads_newest_first(fetcher: PageFetcher) -> None:
-    from bmsuploader.local.run import SAMPLE_SOURCES
-    from bmsuploader.parsing import parse_listing
-    from bmsuploader.sources import load_sources
+    from bmsuploader.config.sources import load_sources
+    from bmsuploader.fetch.parsing import parse_listing
+    from bmsuploader_local.run import SAMPLE_SOURCES
 
     source = load_sources(SAMPLE_SOURCES).get("sample-uploader")
     with UploaderSite.with_sample_uploads(25, rows_per_page=10) as site:
@@ -316,10 +316,10 @@ def test_fake_uploader_pages_list_older_uploads_newest_first(fetcher: PageFetche
 def test_fake_uploader_maintenance_page_is_a_loud_parse_error(
     site: UploaderSite, fetcher: PageFetcher
 ) -> None:
-    from bmsuploader.errors import SourceFormatError
-    from bmsuploader.local.run import SAMPLE_SOURCES
-    from bmsuploader.parsing import parse_listing
-    from bmsuploader.sources import load_sources
+    from bmsuploader.config.sources import load_sources
+    from bmsuploader.contract.errors import SourceFormatError
+    from bmsuploader.fetch.parsing import parse_listing
+    from bmsuploader_local.run import SAMPLE_SOURCES
 
     source = load_sources(SAMPLE_SOURCES).get("sample-uploader")
     site.break_next()
@@ -336,9 +336,9 @@ def test_fake_uploader_maintenance_page_is_a_loud_parse_error(
 def test_fake_uploader_feed_parses_with_the_sample_feed_source(
     site: UploaderSite, fetcher: PageFetcher
 ) -> None:
-    from bmsuploader.local.run import SAMPLE_SOURCES
-    from bmsuploader.parsing import parse_listing
-    from bmsuploader.sources import load_sources
+    from bmsuploader.config.sources import load_sources
+    from bmsuploader.fetch.parsing import parse_listing
+    from bmsuploader_local.run import SAMPLE_SOURCES
 
     source = load_sources(SAMPLE_SOURCES).get("sample-feed")
     page = fetcher.fetch(site.feed_url, source=source.name)

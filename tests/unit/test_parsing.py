@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from bmsuploader.decoding import decode_page
-from bmsuploader.errors import SourceFormatError
-from bmsuploader.parsing import Entry, parse_listing
-from bmsuploader.sources import Source, parse_sources
+from bmsuploader.config.sources import Source, parse_sources
+from bmsuploader.contract.errors import SourceFormatError
+from bmsuploader.fetch.decoding import decode_page
+from bmsuploader.fetch.parsing import Entry, parse_listing
 
 PAGES = Path(__file__).resolve().parent.parent / "fixtures" / "pages"
 LISTING_URL = "https://uploader.example.jp/up/upload.cgi"

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
-from bmsuploader.errors import (
+from bmsuploader.aws.queue import MAX_VISIBILITY_SECONDS
+from bmsuploader.aws.state import budget_month
+from bmsuploader.contract.errors import (
     AuthError,
     BudgetExceededError,
     Disposition,
@@ -17,10 +19,8 @@ from bmsuploader.errors import (
     RateLimitedError,
     TransientPublishError,
 )
-from bmsuploader.local.template import load_template
-from bmsuploader.post_cycle import BACKOFF_CAP_SECONDS, decide, retry_delay
-from bmsuploader.queue import MAX_VISIBILITY_SECONDS
-from bmsuploader.state import budget_month
+from bmsuploader.post.cycle import BACKOFF_CAP_SECONDS, decide, retry_delay
+from bmsuploader_local.template import load_template
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities import parameters
 from moto.server import ThreadedMotoServer
 from mypy_boto3_ssm import SSMClient
 
-from bmsuploader.errors import (
+from bmsuploader.contract.errors import (
     AuthError,
     ConfigError,
     PermanentPublishError,
@@ -26,8 +26,7 @@ from bmsuploader.errors import (
     RateLimitedError,
     TransientPublishError,
 )
-from bmsuploader.local.fake_x import FakeX, Scripted
-from bmsuploader.publishing import (
+from bmsuploader.post.publishing import (
     CREDENTIAL_NAMES,
     DryRunPublisher,
     PublishResult,
@@ -35,6 +34,7 @@ from bmsuploader.publishing import (
     XPublisher,
     load_credentials,
 )
+from bmsuploader_local.fake_x import FakeX, Scripted
 
 # Distinctive values, so a leak into any message or traceback is easy to spot.
 CREDENTIALS = XCredentials(

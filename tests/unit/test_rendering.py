@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from bmsuploader.errors import PoisonMessageError
-from bmsuploader.message import EntryMessage
-from bmsuploader.rendering import MAX_WEIGHTED_LENGTH, clean_text, neutralise, render_post
-from bmsuploader.sources import DEFAULT_TEMPLATE
+from bmsuploader.config.sources import DEFAULT_TEMPLATE
+from bmsuploader.contract.errors import PoisonMessageError
+from bmsuploader.contract.message import EntryMessage
+from bmsuploader.post.rendering import MAX_WEIGHTED_LENGTH, clean_text, neutralise, render_post
 
-# After bmsuploader.rendering, which imports twitter_text with its pkg_resources
+# After bmsuploader.post.rendering, which imports twitter_text with its pkg_resources
 # warning silenced.
 from twitter_text import extract_urls, parse_tweet  # isort: skip
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bmsuploader.errors import ConfigError
-from bmsuploader.sources import DEFAULT_SOURCES_FILE, load_sources, parse_sources
+from bmsuploader.config.sources import DEFAULT_SOURCES_FILE, load_sources, parse_sources
+from bmsuploader.contract.errors import ConfigError
 
 URL = "https://uploader.example.jp/up/upload.cgi"
 CLASSIC: dict[str, Any] = {"name": "up1", "url": URL, "preset": "classic-cgi"}
@@ -217,7 +217,7 @@ def test_shipped_sources_file_loads_with_its_examples_switched_off() -> None:
 
 
 def test_sample_sources_for_local_runs_load() -> None:
-    from bmsuploader.local.run import SAMPLE_SOURCES
+    from bmsuploader_local.run import SAMPLE_SOURCES
 
     config = load_sources(SAMPLE_SOURCES)
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from packaging.requirements import Requirement
 
-from bmsuploader.local.template import load_template
-from bmsuploader.message import parse_message
+from bmsuploader.contract.message import parse_message
+from bmsuploader_local.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"

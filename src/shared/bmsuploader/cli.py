@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bmsuploader.errors import BmsUploaderError
-from bmsuploader.message import EntryMessage
-from bmsuploader.sources import Source, load_sources
+from bmsuploader.config.sources import Source, load_sources
+from bmsuploader.contract.errors import BmsUploaderError
+from bmsuploader.contract.message import EntryMessage
 
 
 def _add_page_args(parser: argparse.ArgumentParser) -> None:
@@ -38,9 +38,9 @@ def _add_page_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _messages(args: argparse.Namespace) -> tuple[Source, list[EntryMessage]]:
-    from bmsuploader.decoding import decode_page
-    from bmsuploader.fetching import PageFetcher
-    from bmsuploader.parsing import parse_listing
+    from bmsuploader.fetch.decoding import decode_page
+    from bmsuploader.fetch.fetching import PageFetcher
+    from bmsuploader.fetch.parsing import parse_listing
 
     config = load_sources(args.sources)
     try:
@@ -74,7 +74,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from bmsuploader.rendering import render_post
+    from bmsuploader.post.rendering import render_post
 
     source, messages = _messages(args)
     for message in messages:
@@ -90,13 +90,13 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_run_local(args: argparse.Namespace) -> int:
-    from bmsuploader.local.run import run_local
+    from bmsuploader_local.run import run_local
 
     return run_local(new_upload=args.new_upload, dry_run=args.dry_run, state_dir=args.state_dir)
 
 
 def cmd_serve_local(args: argparse.Namespace) -> int:
-    from bmsuploader.local.run import serve_local
+    from bmsuploader_local.run import serve_local
 
     return serve_local(
         host=args.host,

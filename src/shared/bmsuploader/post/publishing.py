@@ -2,7 +2,7 @@
 
 :class:`XPublisher` posts through tweepy's v2 ``Client`` with OAuth 1.0a user
 context. Every outcome X can give is mapped to a result or a typed error from
-:mod:`bmsuploader.errors` in one place (:meth:`XPublisher.publish`), so the
+:mod:`bmsuploader.contract.errors` in one place (:meth:`XPublisher.publish`), so the
 poster decides retry / park / dead-letter without knowing about HTTP:
 
 ======================================  ==========================================
@@ -41,7 +41,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest, Response
 
-from bmsuploader.errors import (
+from bmsuploader.contract.errors import (
     AuthError,
     ConfigError,
     PermanentPublishError,

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bmsuploader.errors import PoisonMessageError
+from bmsuploader.contract.errors import PoisonMessageError
 
 SCHEMA_VERSION: Literal[1] = 1
 

@@ -1,6 +1,6 @@
 """Rendering: the poster's "message -> post text" step.
 
-Pure and deterministic: the same :class:`~bmsuploader.message.EntryMessage`,
+Pure and deterministic: the same :class:`~bmsuploader.contract.message.EntryMessage`,
 template and link policy always give byte-identical text. No clock, no
 randomness. That is what lets X's duplicate-content 403 catch the one retry
 idempotency cannot (a crash after X accepted the post, before the record was
@@ -28,7 +28,7 @@ What rendering guarantees:
   (title, comment, filename; never the URL) are cut to a common length with
   ``"…"``: the longest field is shortened first, down to the next one, then
   both, and so on. If even one character each does not fit, the message is
-  poison (:class:`~bmsuploader.errors.PoisonMessageError`).
+  poison (:class:`~bmsuploader.contract.errors.PoisonMessageError`).
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from bmsuploader.errors import ConfigError, PoisonMessageError
-from bmsuploader.message import EntryMessage
+from bmsuploader.contract.errors import ConfigError, PoisonMessageError
+from bmsuploader.contract.message import EntryMessage
 
 with warnings.catch_warnings():
     # twitter-text-parser 3.0 (unmaintained, but X's counting rules have not moved)

@@ -22,9 +22,9 @@ from typing import Any
 
 import boto3
 
-from bmsuploader.local.aws import REGION
+from bmsuploader_local.aws import REGION
 
-SRC = Path(__file__).resolve().parents[3]  # .../src
+SRC = Path(__file__).resolve().parents[2]  # .../src
 
 
 def load_handler(function: str) -> ModuleType:

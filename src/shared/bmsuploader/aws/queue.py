@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from bmsuploader.message import EntryMessage
+from bmsuploader.contract.message import EntryMessage
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient

@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from bmsuploader.local.loopback import LoopbackService
+from bmsuploader_local.loopback import LoopbackService
 
 JST = timezone(timedelta(hours=9))
 _EPOCH = datetime(2026, 1, 1, 9, 0, tzinfo=JST)

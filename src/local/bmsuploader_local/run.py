@@ -29,16 +29,16 @@ from typing import Any
 
 import boto3
 
-from bmsuploader.local.aws import provision_stack, start_moto_server
-from bmsuploader.local.fake_x import FakeX
-from bmsuploader.local.lambda_runtime import (
+from bmsuploader_local.aws import provision_stack, start_moto_server
+from bmsuploader_local.fake_x import FakeX
+from bmsuploader_local.lambda_runtime import (
     SRC,
     FakeContext,
     delete_succeeded,
     load_handler,
     receive_as_event,
 )
-from bmsuploader.local.uploader_site import SAMPLE_COMMENTS, UploaderSite
+from bmsuploader_local.uploader_site import SAMPLE_COMMENTS, UploaderSite
 
 ROOT = SRC.parent
 TEMPLATE = ROOT / "template.yaml"

@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bmsuploader.parsing import Entry
-from bmsuploader.sources import FirstRun
+from bmsuploader.config.sources import FirstRun
+from bmsuploader.fetch.parsing import Entry
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ the three shapes a source can have: an ``html`` listing, an RSS 2.0 feed and
 an Atom feed.
 
 A page that does not look like its configuration raises
-:class:`~bmsuploader.errors.SourceFormatError` -- zero rows, a row without a
+:class:`~bmsuploader.contract.errors.SourceFormatError` -- zero rows, a row without a
 required field, a feed that is not XML. "Nothing parsed" must never read as
 "nothing new": that is how a layout change goes unnoticed for weeks.
 """
@@ -24,9 +24,9 @@ from urllib.parse import urljoin
 import lxml.html
 from lxml import etree
 
-from bmsuploader.errors import SourceFormatError
-from bmsuploader.message import EntryMessage
-from bmsuploader.sources import Source
+from bmsuploader.config.sources import Source
+from bmsuploader.contract.errors import SourceFormatError
+from bmsuploader.contract.message import EntryMessage
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 _A = {"a": ATOM_NS}

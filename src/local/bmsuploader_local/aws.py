@@ -17,7 +17,7 @@ from typing import Any
 
 import boto3
 
-from bmsuploader.local.template import load_template
+from bmsuploader_local.template import load_template
 
 REGION = "ap-northeast-1"
 ACCOUNT = "123456789012"
@@ -186,7 +186,7 @@ def provision_stack(template_path: Path, *, stack_name: str) -> StackResources:
     poster = functions.get("PosterFunction", {}).get("Properties", {})
     timeout = int(poster.get("Timeout") or template.get("Globals", {}).get("Function", {}).get("Timeout", 3))
 
-    from bmsuploader.publishing import CREDENTIAL_NAMES  # the poster edge (imports tweepy)
+    from bmsuploader.post.publishing import CREDENTIAL_NAMES  # the poster edge (imports tweepy)
 
     x_path = resolver.parameter("XParameterPath").rstrip("/")
     for name in CREDENTIAL_NAMES:

@@ -11,9 +11,9 @@ different one in tests) and adds what uploader pages need:
   will not fix itself within one run;
 * a body size cap, because a misconfigured source must not exhaust the
   function's memory;
-* decoding by :func:`bmsuploader.decoding.decode_page`, never by httpx's guess.
+* decoding by :func:`bmsuploader.fetch.decoding.decode_page`, never by httpx's guess.
 
-Every failure is a :class:`~bmsuploader.errors.FetchError` with a one-line
+Every failure is a :class:`~bmsuploader.contract.errors.FetchError` with a one-line
 message, so the handler logs it and moves on to the next source.
 """
 
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import httpx
 
 from bmsuploader import USER_AGENT
-from bmsuploader.decoding import decode_page
-from bmsuploader.errors import FetchError
-from bmsuploader.state import Validators
+from bmsuploader.aws.state import Validators
+from bmsuploader.contract.errors import FetchError
+from bmsuploader.fetch.decoding import decode_page
 
 #: Largest body accepted. A classic listing is tens of KB; a feed a few hundred.
 MAX_BODY_BYTES = 5 * 1024 * 1024

@@ -24,13 +24,13 @@ from typing import Annotated, Any, Literal, Self
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bmsuploader.errors import ConfigError
+from bmsuploader.contract.errors import ConfigError
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+CONFIG_DIR = Path(__file__).resolve().parent
 #: Default sources file: ``src/shared/sources.toml`` in the repo, ``/opt/python/sources.toml``
 #: in the layer. Both are the directory above this package.
-DEFAULT_SOURCES_FILE = PACKAGE_DIR.parent / "sources.toml"
-PRESETS_FILE = PACKAGE_DIR / "presets.toml"
+DEFAULT_SOURCES_FILE = CONFIG_DIR.parent.parent / "sources.toml"
+PRESETS_FILE = CONFIG_DIR / "presets.toml"
 
 #: Fields a post template may use.
 TEMPLATE_FIELDS = frozenset(

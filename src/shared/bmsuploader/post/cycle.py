@@ -34,18 +34,18 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
-from bmsuploader.errors import (
+from bmsuploader.aws.queue import MAX_VISIBILITY_SECONDS
+from bmsuploader.aws.state import StateStore, budget_month
+from bmsuploader.config.sources import DEFAULT_TEMPLATE, SourcesConfig
+from bmsuploader.contract.errors import (
     BmsUploaderError,
     BudgetExceededError,
     Disposition,
     PublishError,
 )
-from bmsuploader.message import EntryMessage
-from bmsuploader.publishing import Publisher
-from bmsuploader.queue import MAX_VISIBILITY_SECONDS
-from bmsuploader.rendering import RenderedPost, render_post
-from bmsuploader.sources import DEFAULT_TEMPLATE, SourcesConfig
-from bmsuploader.state import StateStore, budget_month
+from bmsuploader.contract.message import EntryMessage
+from bmsuploader.post.publishing import Publisher
+from bmsuploader.post.rendering import RenderedPost, render_post
 
 BACKOFF_BASE_SECONDS = 60
 BACKOFF_CAP_SECONDS = 60 * 60

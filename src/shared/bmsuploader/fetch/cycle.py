@@ -12,7 +12,7 @@ The handler (``src/fetcher/app.py``) builds a :class:`FetchCycle` and calls
    overtakes them.
 4. Per source: conditional GET of page 1 (304 = nothing to do), parse, find
    the unseen ids with batched reads, walk older pages while a whole page is
-   unseen, and plan (:mod:`bmsuploader.dedup`).
+   unseen, and plan (:mod:`bmsuploader.fetch.dedup`).
 5. Send the plan oldest first with SendMessageBatch, and mark entries seen
    **only after** their send succeeded. A crash between the two re-sends
    (deduplicated by SQS for 5 minutes, then by the poster's idempotency);
@@ -33,14 +33,8 @@ from datetime import datetime
 from itertools import batched
 from typing import TYPE_CHECKING, Any, Protocol
 
-from bmsuploader.dedup import Plan, page_fully_unseen, plan_first_run, plan_new, take_unseen
-from bmsuploader.errors import SourceError, SourceFormatError
-from bmsuploader.fetching import Page
-from bmsuploader.message import backlog_deduplication_id
-from bmsuploader.parsing import Entry, parse_listing
-from bmsuploader.queue import SEND_BATCH_LIMIT, EntryQueue, Outgoing
-from bmsuploader.sources import Source
-from bmsuploader.state import (
+from bmsuploader.aws.queue import SEND_BATCH_LIMIT, EntryQueue, Outgoing
+from bmsuploader.aws.state import (
     BacklogItem,
     Lease,
     LeaseHeld,
@@ -51,6 +45,12 @@ from bmsuploader.state import (
     Validators,
     budget_month,
 )
+from bmsuploader.config.sources import Source
+from bmsuploader.contract.errors import SourceError, SourceFormatError
+from bmsuploader.contract.message import backlog_deduplication_id
+from bmsuploader.fetch.dedup import Plan, page_fully_unseen, plan_first_run, plan_new, take_unseen
+from bmsuploader.fetch.fetching import Page
+from bmsuploader.fetch.parsing import Entry, parse_listing
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger

@@ -1,6 +1,6 @@
 """A fake X API v2 on loopback: the far side of the poster's X edge, for tests and local runs.
 
-It speaks real HTTP, so :class:`~bmsuploader.publishing.XPublisher` is tested
+It speaks real HTTP, so :class:`~bmsuploader.post.publishing.XPublisher` is tested
 through tweepy, requests and its transport adapter exactly as in production,
 with only the host changed (``base_url``). It answers ``POST /2/tweets`` the way
 X does:
@@ -16,7 +16,7 @@ problem JSON (``title``, ``detail``, ``type`` ...). :meth:`FakeX.accept_then_dro
 accepts the post and closes the connection without answering, which is what a
 crash or network cut after X accepted a post looks like from our side.
 
-Run standalone with ``python -m bmsuploader.local.fake_x --port 8765``; it prints
+Run standalone with ``python -m bmsuploader_local.fake_x --port 8765``; it prints
 its base URL (use it as ``X_API_BASE_URL``), and ``GET /fake/posts`` lists the
 accepted posts.
 """
@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 
-from bmsuploader.local.loopback import LoopbackService
-from bmsuploader.rendering import weighted_length
+from bmsuploader.post.rendering import weighted_length
+from bmsuploader_local.loopback import LoopbackService
 
 MAX_WEIGHTED_LENGTH = 280
 FIRST_ID = 1_900_000_000_000_000_001
