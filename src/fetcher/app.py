@@ -14,7 +14,6 @@ boto3's standard ``AWS_ENDPOINT_URL*`` variables.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -24,6 +23,7 @@ from bmsuploader.aws.observability import EmfSourceMetrics, make_logger, make_me
 from bmsuploader.aws.queue import EntryQueue
 from bmsuploader.aws.state import StateStore
 from bmsuploader.config.sources import load_sources
+from bmsuploader.contract import clock
 from bmsuploader.contract.errors import ConfigError
 from bmsuploader.fetch.cycle import FetchCycle
 from bmsuploader.fetch.fetching import PageFetcher
@@ -57,7 +57,7 @@ def _cycle() -> FetchCycle:
         pages=PageFetcher(),
         logger=logger,
         metrics=EmfSourceMetrics(metrics),
-        clock=lambda: datetime.now(UTC),
+        clock=clock.now,
         max_enqueue=max_enqueue,
         monthly_budget=monthly_budget,
     )

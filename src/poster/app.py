@@ -21,7 +21,6 @@ and optional ``SOURCES_FILE``.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -40,6 +39,7 @@ from bmsuploader.aws.observability import make_logger, make_metrics
 from bmsuploader.aws.queue import BACKLOG_ORDER_ATTRIBUTE, Delay, QueueControl
 from bmsuploader.aws.state import StateStore
 from bmsuploader.config.sources import load_sources
+from bmsuploader.contract import clock
 from bmsuploader.contract.errors import BmsUploaderError, ConfigError, Disposition
 from bmsuploader.contract.message import EntryMessage, parse_message
 from bmsuploader.post.cycle import Announcer, Decision, Pricing, decide
@@ -116,7 +116,7 @@ def _announcer() -> Announcer:
         store=StateStore(_require("TABLE_NAME")),
         monthly_budget=int(_number("MONTHLY_POST_BUDGET", "0")),
         pricing=Pricing(_number("COST_PER_POST", "0.015"), _number("COST_PER_POST_WITH_URL", "0.200")),
-        clock=lambda: datetime.now(UTC),
+        clock=clock.now,
     )
 
 
@@ -193,7 +193,7 @@ def _handle_failure(
         assert message is not None  # set aside only after the body parsed
         order = _backlog_order(record) or record.attributes.sequence_number or record.message_id
         _announcer().store.park(
-            message.source, order=order, entry_id=message.entry_id, body=record.body, now=datetime.now(UTC)
+            message.source, order=order, entry_id=message.entry_id, body=record.body, now=clock.now()
         )
         logger.warning(
             f"budget_blocked: {decision.reason}",
