@@ -120,8 +120,49 @@ def test_catch_up_stops_at_the_end_of_the_listing(
 
     uploader = by_source(result)["uploader"]
     assert uploader["outcome"] == "ok"
-    assert uploader["pages"] == 3  # page 3 is empty: the end, not a format error
+    assert uploader["pages"] == 2  # page 2 is short: the end; page 3 is never asked for
     assert [m.entry_id for _, m in drain(stack.queue_url) if m.source == "uploader"] == added
+    assert "/up/upload.cgi?page=3" not in site.requests
+
+
+def test_a_maintenance_page_on_page_two_loses_nothing_and_keeps_order(
+    stack: Any, site: UploaderSite, sources_file: Path, run_fetcher: Run
+) -> None:
+    site.rows_per_page = 5
+    run_fetcher()
+    added = [site.add_upload(f"★{i} burst") for i in range(7)]  # page 1: 5 new, page 2: 2 new + seen
+    site.broken_pages = {2}
+
+    broken = run_fetcher()
+
+    uploader = by_source(broken)["uploader"]
+    assert uploader["outcome"] == "format_error"
+    assert "older page 2" in uploader["error"]
+    assert uploader["enqueued"] == 0  # nothing of the burst is sent or marked seen
+    assert [m for _, m in drain(stack.queue_url) if m.source == "uploader"] == []
+
+    site.broken_pages = set()
+    healed = run_fetcher()
+
+    assert by_source(healed)["uploader"]["enqueued"] == 7
+    assert [m.entry_id for _, m in drain(stack.queue_url) if m.source == "uploader"] == added
+
+
+def test_a_row_less_older_page_with_the_end_of_listing_text_is_the_end(
+    stack: Any, site: UploaderSite, tmp_path: Path, run_fetcher: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_sources(tmp_path / "s.toml", site, feed=False, end_of_listing='"メンテナンス中"')
+    monkeypatch.setenv("SOURCES_FILE", str(path))
+    site.rows_per_page = 5
+    run_fetcher()
+    site.uploads.clear()
+    added = [site.add_upload(f"★{i} exactly one page") for i in range(5)]
+    site.broken_pages = {2}  # here the row-less page carries the configured end-of-listing text
+
+    result = run_fetcher()
+
+    assert by_source(result)["uploader"]["outcome"] == "ok"
+    assert [m.entry_id for _, m in drain(stack.queue_url)] == added
 
 
 def test_cap_defers_the_rest_to_the_next_run_in_order_and_drops_nothing(
@@ -263,3 +304,17 @@ def test_a_bad_sources_file_fails_with_a_message_naming_the_source_and_field(
 
     with pytest.raises(ConfigError, match=r"source 'up'.*preset.*'nope'"):
         run_fetcher()
+
+
+def test_page_validators_do_not_outlive_a_config_change(
+    stack: Any, site: UploaderSite, tmp_path: Path, run_fetcher: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_fetcher()
+    path = tmp_path / "s.toml"
+    write_sources(path, site, feed=False, selectors='{ row = "//tr[td[9]]" }')
+    monkeypatch.setenv("SOURCES_FILE", str(path))
+
+    result = run_fetcher()
+
+    # The page did not change, but the config that reads it did: a 304 would hide the broken selector.
+    assert by_source(result)["uploader"]["outcome"] == "format_error"

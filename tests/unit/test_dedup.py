@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bmsuploader.config.sources import FirstRun
-from bmsuploader.fetch.dedup import page_fully_unseen, plan_first_run, plan_new, take_unseen
+from bmsuploader.fetch.dedup import plan_first_run, plan_new
 from bmsuploader.fetch.parsing import Entry
 
 
@@ -54,19 +54,3 @@ def test_zero_cap_sends_nothing_and_defers_all() -> None:
     plan = plan_new(listing(2, 1), cap=0)
     assert plan.send == ()
     assert ids(plan.deferred) == ["00001", "00002"]
-
-
-def test_page_fully_unseen() -> None:
-    page = listing(3, 2, 1)
-    assert page_fully_unseen(page, {"00003", "00002", "00001"})
-    assert not page_fully_unseen(page, {"00003", "00002"})
-    assert not page_fully_unseen([], set())
-
-
-def test_take_unseen_skips_ids_already_taken_from_a_newer_page() -> None:
-    taken: set[str] = set()
-    first = take_unseen(listing(4, 3), {"00004", "00003"}, taken)
-    # A new upload pushed 00003 onto page 2 between the two requests.
-    second = take_unseen(listing(3, 2, 1), {"00003", "00002"}, taken)
-    assert ids(first) == ["00004", "00003"]
-    assert ids(second) == ["00002"]

@@ -74,6 +74,8 @@ class UploaderSite(LoopbackService):
         self._next_id = first_id
         self._fail: list[int] = []  # statuses for the next requests
         self._broken = 0  # how many next requests get the maintenance page
+        #: listing pages answered with the maintenance page until removed from the set
+        self.broken_pages: set[int] = set()
         self._lock = threading.Lock()
 
     @classmethod
@@ -179,8 +181,11 @@ class UploaderSite(LoopbackService):
             return 200, _EMPTY_ZIP, "application/zip", {}
         if parts.path not in ("/up/upload.cgi", "/feed/rss.xml"):
             return 404, b"Not Found", "text/plain", {}
-        if self._broken:
-            self._broken -= 1
+        page = (parse_qs(parts.query).get("page") or ["1"])[0]
+        page_number = max(int(page) if page.isdigit() else 1, 1)
+        broken_page = parts.path == "/up/upload.cgi" and page_number in self.broken_pages
+        if self._broken or broken_page:
+            self._broken -= 0 if broken_page else 1
             body = _shift_jis_page(
                 "メンテナンス中", "<p>只今メンテナンス中です。しばらくお待ちください。</p>"
             )
@@ -188,8 +193,7 @@ class UploaderSite(LoopbackService):
         if parts.path == "/feed/rss.xml":
             body, content_type = self._feed(), "application/rss+xml; charset=UTF-8"
         else:
-            page = (parse_qs(parts.query).get("page") or ["1"])[0]
-            body, content_type = self._listing(max(int(page) if page.isdigit() else 1, 1)), "text/html"
+            body, content_type = self._listing(page_number), "text/html"
         etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
         modified = _EPOCH + timedelta(minutes=7 * len(self.uploads))
         headers = {"ETag": etag, "Last-Modified": format_datetime(modified.astimezone(UTC), usegmt=True)}

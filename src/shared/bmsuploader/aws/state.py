@@ -75,16 +75,19 @@ class SourceState:
     """What the fetcher remembers about one source between runs."""
 
     validators: Validators = field(default_factory=Validators)
+    #: the page fingerprint (URL + parsing config) the validators belong to
+    validators_for: str | None = None
     baseline_done: bool = False
     last_success_at: str | None = None
     last_attempt_at: str | None = None
     consecutive_failures: int = 0
     last_error: str | None = None
 
-    def succeeded(self, now: datetime, validators: Validators) -> SourceState:
+    def succeeded(self, now: datetime, validators: Validators, validators_for: str) -> SourceState:
         return replace(
             self,
             validators=validators,
+            validators_for=validators_for if validators.etag or validators.last_modified else None,
             baseline_done=True,
             last_success_at=now.isoformat(),
             last_attempt_at=now.isoformat(),
@@ -243,6 +246,7 @@ class StateStore:
         optional = {
             "etag": state.validators.etag,
             "last_modified": state.validators.last_modified,
+            "validators_for": state.validators_for,
             "last_success_at": state.last_success_at,
             "last_attempt_at": state.last_attempt_at,
             "last_error": state.last_error,
@@ -489,6 +493,7 @@ def _state_from_item(item: dict[str, Any]) -> SourceState:
 
     return SourceState(
         validators=Validators(etag=text("etag"), last_modified=text("last_modified")),
+        validators_for=text("validators_for"),
         baseline_done=bool(item.get("baseline_done", {}).get("BOOL", False)),
         last_success_at=text("last_success_at"),
         last_attempt_at=text("last_attempt_at"),

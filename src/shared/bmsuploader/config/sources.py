@@ -55,6 +55,13 @@ def _check_xpath(value: str) -> str:
 XPathStr = Annotated[str, Field(min_length=1)]
 
 
+def _compile(value: str) -> re.Pattern[str]:
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {value!r}: {exc}") from exc
+
+
 class Selectors(BaseModel):
     """XPath expressions for an ``html`` listing.
 
@@ -73,6 +80,10 @@ class Selectors(BaseModel):
     uploaded_at: XPathStr | None = None
     filename: XPathStr | None = None
     size: XPathStr | None = None
+    #: Evaluated against the document: true (a non-empty result) when the page
+    #: links to an older page. Lets the catch-up walk stop at the last page
+    #: without asking for one more (see :mod:`bmsuploader.fetch.catchup`).
+    next_page: XPathStr | None = None
 
     @field_validator("*")
     @classmethod
@@ -120,6 +131,10 @@ class Source(BaseModel):
     #: URL of older pages, with ``{page}`` = 2, 3, ...; none means one page only.
     page_url_template: str | None = None
     max_pages: int = Field(default=1, ge=1, le=20)
+    #: Regular expression found on a row-less older page when the listing really
+    #: ends there (e.g. "該当するファイルはありません"). Without it a row-less older
+    #: page is a format error: it may be a maintenance page hiding uploads.
+    end_of_listing: str | None = None
     first_run: FirstRun = FirstRun()
     template: str = DEFAULT_TEMPLATE
     include_link: bool = True
@@ -136,15 +151,19 @@ class Source(BaseModel):
             raise ValueError(f"unknown encoding {value!r}") from exc
         return value
 
+    @field_validator("end_of_listing")
+    @classmethod
+    def _valid_pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            _compile(value)
+        return value
+
     @field_validator("id_regex")
     @classmethod
     def _valid_regex(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        try:
-            compiled = re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression {value!r}: {exc}") from exc
+        compiled = _compile(value)
         if compiled.groups > 1:
             raise ValueError(f"{value!r} has {compiled.groups} groups; use at most one (the id)")
         return value

@@ -11,8 +11,8 @@ The handler (``src/fetcher/app.py``) builds a :class:`FetchCycle` and calls
    in order. While some remain, new entries wait unseen, so nothing
    overtakes them.
 4. Per source: conditional GET of page 1 (304 = nothing to do), parse, find
-   the unseen ids with batched reads, walk older pages while a whole page is
-   unseen, and plan (:mod:`bmsuploader.fetch.dedup`).
+   the unseen ids with batched reads, walk older pages after a burst
+   (:mod:`bmsuploader.fetch.catchup`), and plan (:mod:`bmsuploader.fetch.dedup`).
 5. Send the plan oldest first with SendMessageBatch, and mark entries seen
    **only after** their send succeeded. A crash between the two re-sends
    (deduplicated by SQS for 5 minutes, then by the poster's idempotency);
@@ -27,6 +27,9 @@ recorded in its state; the other sources still run.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,9 +51,10 @@ from bmsuploader.aws.state import (
 from bmsuploader.config.sources import Source
 from bmsuploader.contract.errors import SourceError, SourceFormatError
 from bmsuploader.contract.message import backlog_deduplication_id
-from bmsuploader.fetch.dedup import Plan, page_fully_unseen, plan_first_run, plan_new, take_unseen
+from bmsuploader.fetch.catchup import ListedPage, Stop, walk
+from bmsuploader.fetch.dedup import Plan, plan_first_run, plan_new
 from bmsuploader.fetch.fetching import Page
-from bmsuploader.fetch.parsing import Entry, parse_listing
+from bmsuploader.fetch.parsing import Entry, has_next_page, parse_listing
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
@@ -77,6 +81,7 @@ class SourceReport:
     enqueued: int = 0
     deferred: int = 0
     pages: int = 0
+    catch_up_limit: int = 0
     error: str | None = None
 
     def counts(self) -> dict[str, int]:
@@ -87,6 +92,7 @@ class SourceReport:
             "EntriesDeferred": self.deferred,
             "FormatErrors": int(self.outcome == "format_error"),
             "FetchErrors": int(self.outcome == "fetch_error"),
+            "CatchUpLimit": self.catch_up_limit,
         }
 
 
@@ -254,17 +260,18 @@ class FetchCycle:
         first_run = state is None or not state.baseline_done
         state = state or SourceState()
         now = self.clock()
+        fingerprint = page_fingerprint(source)
+        # Validators are kept for the URL and parsing config they validated: after
+        # a config change the old ETag must not turn the new page into a 304.
+        validators = None if first_run or state.validators_for != fingerprint else state.validators
         try:
             page = self.pages.fetch(
-                source.url,
-                source=source.name,
-                validators=None if first_run else state.validators,
-                encoding=source.encoding,
+                source.url, source=source.name, validators=validators, encoding=source.encoding
             )
             report.pages = 1
             if page.not_modified:
                 report.outcome = "not_modified"
-                self.store.put_source_state(source.name, state.succeeded(now, state.validators))
+                self.store.put_source_state(source.name, state.succeeded(now, page.validators, fingerprint))
                 self.logger.info(
                     "listing not modified since last run (HTTP 304)", extra={"outcome": "not_modified"}
                 )
@@ -277,13 +284,14 @@ class FetchCycle:
                 report.outcome = "baseline"
             else:
                 unseen = self.store.unseen(source.name, [e.entry_id for e in listed])
-                plan = plan_new(self._collect_unseen(source, listed, unseen, report), budget)
+                first = ListedPage(listed, has_next_page(source, page.text))
+                plan = plan_new(self._catch_up(source, first, unseen, report), budget)
             report.new = len(plan.send) + len(plan.deferred)
             complete = self._execute(source, plan, report, now)
         except SourceError as exc:
             return self._source_failed(source, state, report, exc, now)
-        validators = page.validators if complete else Validators()
-        self.store.put_source_state(source.name, state.succeeded(now, validators))
+        kept = page.validators if complete else Validators()
+        self.store.put_source_state(source.name, state.succeeded(now, kept, fingerprint))
         self.logger.info(
             "source done",
             extra={
@@ -297,41 +305,46 @@ class FetchCycle:
         )
         return report
 
-    def _collect_unseen(
-        self, source: Source, listed: list[Entry], unseen_ids: set[str], report: SourceReport
+    def _catch_up(
+        self, source: Source, first: ListedPage, unseen_ids: set[str], report: SourceReport
     ) -> list[Entry]:
-        """Unseen entries, newest first, walking older pages while a page is wholly unseen."""
-        taken: set[str] = set()
-        collected = take_unseen(listed, unseen_ids, taken)
-        page_entries, page_unseen = listed, unseen_ids
-        page_number = 1
-        while page_fully_unseen(page_entries, page_unseen):
-            if page_number >= source.max_pages:
-                if source.max_pages > 1 or source.page_url_template:
-                    self.logger.warning(
-                        "every entry up to max_pages is new; older uploads beyond it may be missed "
-                        "(raise max_pages if the uploader had a burst)",
-                        extra={"outcome": "catch_up_limit", "pages": page_number},
-                    )
-                break
-            page_number += 1
-            older = self.pages.fetch(
-                source.page_url(page_number), source=source.name, encoding=source.encoding
-            )
-            report.pages = page_number
+        """Unseen entries, newest first, by the rules of :mod:`bmsuploader.fetch.catchup`."""
+
+        def read_older(number: int) -> ListedPage | None:
+            report.pages = number
+            older = self.pages.fetch(source.page_url(number), source=source.name, encoding=source.encoding)
             try:
-                page_entries = parse_listing(source, older.text, page_url=older.url)
-            except SourceFormatError as exc:
-                # Page 1 parsed, so an older page without rows is the end of the
-                # listing (every upload on it is new, e.g. the old ones were deleted).
-                self.logger.info(
-                    f"page {page_number} has no entries: end of the listing ({exc})",
-                    extra={"outcome": "end_of_listing", "pages": page_number},
+                return ListedPage(
+                    parse_listing(source, older.text, page_url=older.url), has_next_page(source, older.text)
                 )
-                break
-            page_unseen = self.store.unseen(source.name, [e.entry_id for e in page_entries])
-            collected.extend(take_unseen(page_entries, page_unseen, taken))
-        return collected
+            except SourceFormatError as exc:
+                if source.end_of_listing and re.search(source.end_of_listing, older.text):
+                    return None
+                raise SourceFormatError(
+                    source.name,
+                    f"older page {number} ({source.page_url(number)}) has no readable entries while "
+                    f"every entry on page {number - 1} is new: a maintenance or error page may hide "
+                    "uploads, so nothing of this run is sent or marked seen. If the listing really ends "
+                    "there, set end_of_listing (text on that page) or selectors.next_page for this "
+                    f"source. ({exc})",
+                ) from exc
+
+        result = walk(
+            first,
+            unseen_ids,
+            max_pages=source.max_pages,
+            read_older=read_older,
+            unseen=lambda ids: self.store.unseen(source.name, ids),
+        )
+        report.pages = result.pages
+        if result.stop is Stop.MAX_PAGES and (source.max_pages > 1 or source.page_url_template):
+            report.catch_up_limit = 1
+            self.logger.error(
+                f"every entry up to max_pages ({source.max_pages}) is new; older uploads beyond it are "
+                "not known and will not be announced (raise max_pages if the uploader had a burst)",
+                extra={"outcome": "catch_up_limit", "pages": result.pages},
+            )
+        return result.unseen
 
     def _execute(self, source: Source, plan: Plan, report: SourceReport, now: datetime) -> bool:
         """Record the baseline, then send oldest first and mark each batch seen."""
@@ -402,3 +415,9 @@ class FetchCycle:
             },
         )
         return report
+
+
+def page_fingerprint(source: Source) -> str:
+    """What a page's validators validate: its URL and the config that parses it."""
+    parsing = source.model_dump(mode="json", include={"url", "kind", "encoding", "selectors", "id_regex"})
+    return hashlib.sha256(json.dumps(parsing, sort_keys=True).encode()).hexdigest()[:32]

@@ -14,9 +14,8 @@ Rules:
   neither sent nor marked seen, so the next run finds them again. Because
   the oldest go first, what waits is always the newest part of the listing,
   and the catch-up walk below still reaches it.
-* **Catch-up**: a listing shows only its newest N. When a whole page is
-  unseen, older pages may hold more unseen entries, so the fetcher walks on
-  until a page contains a seen entry (or ``max_pages``).
+* **Catch-up** (which older pages to read after a burst) has its own
+  module and rules: :mod:`bmsuploader.fetch.catchup`.
 """
 
 from __future__ import annotations
@@ -66,22 +65,3 @@ def plan_new(unseen_newest_first: Sequence[Entry], cap: int) -> Plan:
     oldest_first = list(reversed(unseen_newest_first))
     cap = max(cap, 0)
     return Plan(send=tuple(oldest_first[:cap]), deferred=tuple(oldest_first[cap:]))
-
-
-def page_fully_unseen(page: Sequence[Entry], unseen_ids: set[str]) -> bool:
-    """True when every entry on a page is unseen, so an older page may hold more."""
-    return bool(page) and all(entry.entry_id in unseen_ids for entry in page)
-
-
-def take_unseen(page: Sequence[Entry], unseen_ids: set[str], already: set[str]) -> list[Entry]:
-    """The unseen entries of a page in page order, skipping ids taken from a newer page.
-
-    Listings shift while we walk them (a new upload pushes an entry from
-    page 1 to page 2 between two requests), so an id may appear twice.
-    """
-    taken: list[Entry] = []
-    for entry in page:
-        if entry.entry_id in unseen_ids and entry.entry_id not in already:
-            taken.append(entry)
-            already.add(entry.entry_id)
-    return taken

@@ -334,3 +334,19 @@ def _fit(field_name: str, value: str) -> str:
 
 def _fit_optional(field_name: str, value: str | None) -> str | None:
     return None if value is None else _fit(field_name, value)
+
+
+def has_next_page(source: Source, text: str) -> bool | None:
+    """Whether a listing page links to an older page (``selectors.next_page``).
+
+    ``None`` when the source does not say how to tell.
+    """
+    if source.selectors is None or source.selectors.next_page is None:
+        return None
+    try:
+        document = lxml.html.document_fromstring(
+            text.encode("utf-8"), parser=lxml.html.HTMLParser(encoding="utf-8")
+        )
+    except (etree.ParserError, ValueError):
+        return None
+    return _xpath_text(document, source.selectors.next_page) not in (None, "")
