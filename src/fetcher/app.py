@@ -1,19 +1,13 @@
 """Fetcher Lambda: schedule -> listings -> new entries -> SQS FIFO queue.
 
-Thin on purpose: read the environment, build the collaborators once per
-container, run one :class:`bmsuploader.fetch.cycle.FetchCycle`, shape the
-result. The logic lives in ``bmsuploader.fetch.cycle`` and ``bmsuploader.fetch.dedup``.
-
-Environment (the contract; tools outside the code drive the handler with it):
-``TABLE_NAME``, ``QUEUE_URL``, ``SOURCES_FILE`` (optional),
-``MAX_ENQUEUE_PER_RUN`` (optional, default 20), ``MONTHLY_POST_BUDGET``
-(optional; the backlog is re-queued only within it). AWS endpoints come only from
-boto3's standard ``AWS_ENDPOINT_URL*`` variables.
+Thin on purpose: settings (:class:`bmsuploader.contract.settings.FetcherSettings`),
+collaborators built once per container, one :class:`bmsuploader.fetch.cycle.FetchCycle`
+run, the result shaped for the log. AWS endpoints come only from boto3's
+standard ``AWS_ENDPOINT_URL*`` variables.
 """
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from typing import Any
 
@@ -25,41 +19,30 @@ from bmsuploader.aws.state import StateStore
 from bmsuploader.config.sources import load_sources
 from bmsuploader.contract import clock
 from bmsuploader.contract.errors import ConfigError
+from bmsuploader.contract.settings import FetcherSettings
 from bmsuploader.fetch.cycle import FetchCycle
 from bmsuploader.fetch.fetching import PageFetcher
 
-logger = make_logger()
-metrics = make_metrics()
+logger, metrics = make_logger(), make_metrics()
 
 #: seconds the lease outlives the invocation's deadline, for clock skew
 LEASE_MARGIN_SECONDS = 30
 
 
-def _require(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        raise ConfigError(f"environment variable {name} is not set")
-    return value
-
-
 @cache
 def _cycle() -> FetchCycle:
     """Collaborators, built once per container (clients are reused warm)."""
-    try:
-        max_enqueue = int(os.environ.get("MAX_ENQUEUE_PER_RUN") or "20")
-        monthly_budget = int(os.environ.get("MONTHLY_POST_BUDGET") or "0")
-    except ValueError as exc:
-        raise ConfigError(f"MAX_ENQUEUE_PER_RUN and MONTHLY_POST_BUDGET must be integers: {exc}") from exc
+    settings = FetcherSettings.from_env()
     return FetchCycle(
-        sources=load_sources().sources,
-        store=StateStore(_require("TABLE_NAME")),
-        queue=EntryQueue(_require("QUEUE_URL")),
+        sources=load_sources(settings.sources_file).sources,
+        store=StateStore(settings.table_name),
+        queue=EntryQueue(settings.queue_url),
         pages=PageFetcher(),
         logger=logger,
         metrics=EmfSourceMetrics(metrics),
         clock=clock.now,
-        max_enqueue=max_enqueue,
-        monthly_budget=monthly_budget,
+        max_enqueue=settings.max_enqueue_per_run,
+        spending=settings,
     )
 
 

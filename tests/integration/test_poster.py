@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -57,7 +59,7 @@ def poster_env(stack: Any, fake_x: FakeX, tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("SOURCES_FILE", str(sources))
     monkeypatch.setenv("X_API_BASE_URL", fake_x.base_url)
     monkeypatch.setenv("DRY_RUN", "false")
-    monkeypatch.setenv("MONTHLY_POST_BUDGET", "0")
+    monkeypatch.setenv("MONTHLY_SPEND_LIMIT_USD", "0")
     from aws_lambda_powertools.utilities import parameters
 
     parameters.clear_caches()
@@ -257,7 +259,7 @@ def test_a_poison_message_goes_to_the_dlq_and_the_rest_of_its_group_is_posted(
 def test_once_the_budget_is_reached_messages_wait_in_order_and_are_never_dropped(
     poster_env: Any, fake_x: FakeX, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("MONTHLY_POST_BUDGET", "2")
+    monkeypatch.setenv("MONTHLY_SPEND_LIMIT_USD", "0.4")  # two posts with a link
     enqueue(poster_env, *(message(f"{i:05d}") for i in range(21, 25)))
 
     _event, response = poll(poster_env)
@@ -273,7 +275,7 @@ def test_once_the_budget_is_reached_messages_wait_in_order_and_are_never_dropped
     out = capsys.readouterr().out
     blocked = [line for line in log_lines(out) if line.get("outcome") == "budget_blocked"]
     assert [line["entry_id"] for line in blocked] == ["00023", "00024"]
-    assert "budget of 2" in blocked[0]["message"]
+    assert "monthly spend limit of USD 0.4 reached" in blocked[0]["message"]
     assert '"BudgetBlocked":[1.0,1.0]' in out or '"BudgetBlocked":[2.0]' in out
 
     # A newer entry arriving meanwhile waits behind them, even for a fresh budget.
@@ -289,7 +291,7 @@ def test_once_the_budget_is_reached_messages_wait_in_order_and_are_never_dropped
     assert result["requeued_from_backlog"] == 0 and result["backlog_pending"]
 
     # Next month (here: the operator raises the budget), the fetcher re-queues them in order.
-    monkeypatch.setenv("MONTHLY_POST_BUDGET", "10")
+    monkeypatch.setenv("MONTHLY_SPEND_LIMIT_USD", "2")  # ten posts with a link
     result = run_fetcher_once()
     assert result["requeued_from_backlog"] == 3 and not result["backlog_pending"]
     poll(poster_env)
@@ -350,8 +352,9 @@ def test_dry_run_posts_to_the_log_only(
 
     assert response == {"batchItemFailures": []}
     assert fake_x.requests == []
-    posted = [line for line in log_lines(capsys.readouterr().out) if line.get("outcome") == "posted"]
+    posted = [line for line in log_lines(capsys.readouterr().out) if line.get("outcome") == "dry_run"]
     assert posted and posted[0]["tweet_id"].startswith("dry-run-")
+    assert posted[0]["message"].startswith("dry_run: 【新着差分】")
 
 
 def test_the_sample_event_file_is_accepted(poster_env: Any, fake_x: FakeX) -> None:
@@ -362,3 +365,92 @@ def test_the_sample_event_file_is_accepted(poster_env: Any, fake_x: FakeX) -> No
 
     assert response == {"batchItemFailures": []}
     assert len(fake_x.posts) == len(event["Records"])
+
+
+@contextlib.contextmanager
+def aws_refuses(operation: str) -> Iterator[list[str]]:
+    """Clients created inside the block get ``ThrottlingException`` for ``operation``.
+
+    A corner case no emulator plays on demand, so it is injected in process
+    through botocore's event system; everything else still goes over HTTP.
+    """
+    refused: list[str] = []
+
+    def throttle(**_: Any) -> None:
+        refused.append(operation)
+        raise boto3.client("sqs").exceptions.ClientError(
+            {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, operation
+        )
+
+    session = boto3.DEFAULT_SESSION or boto3.setup_default_session() or boto3.DEFAULT_SESSION
+    assert session is not None
+    session.events.register(f"before-call.*.{operation}", throttle, unique_id="aws_refuses")
+    try:
+        yield refused
+    finally:
+        session.events.unregister(f"before-call.*.{operation}", unique_id="aws_refuses")
+
+
+def test_a_throttled_delay_of_skipped_records_never_fails_what_was_handled(
+    poster_env: Any, fake_x: FakeX, capsys: pytest.CaptureFixture[str]
+) -> None:
+    enqueue(poster_env, message("00061"), message("00062"), message("00063"))
+    fake_x.script(FakeX.normal(), FakeX.server_error())
+
+    with aws_refuses("ChangeMessageVisibilityBatch") as refused:
+        event, response = poll(poster_env)
+
+    assert refused  # the delays really were refused
+    # 00061 was posted: it must not come back. 00062 failed, 00063 waits behind it.
+    assert [item["itemIdentifier"] for item in response["batchItemFailures"]] == [
+        r["messageId"] for r in event["Records"][1:]
+    ]
+    assert len(fake_x.posts) == 1
+    lines = log_lines(capsys.readouterr().out)
+    assert any("could not delay" in line["message"] for line in lines)
+    assert {line.get("outcome") for line in lines} >= {"posted", "retry", "waiting"}
+
+
+def test_a_dead_letter_copy_that_aws_refuses_keeps_the_message_and_says_so(
+    poster_env: Any, fake_x: FakeX, capsys: pytest.CaptureFixture[str]
+) -> None:
+    enqueue(poster_env, message("00071"))
+    fake_x.script(FakeX.bad_request("text too long"))
+
+    with aws_refuses("SendMessage"):
+        _event, response = poll(poster_env)
+
+    assert len(response["batchItemFailures"]) == 1  # still queued: nothing lost
+    assert queue_counts(poster_env.dlq_url) == (0, 0)
+    lines = log_lines(capsys.readouterr().out)
+    refused = [
+        line for line in lines if "could not copy the message to the dead-letter queue" in line["message"]
+    ]
+    assert refused and refused[0]["level"] == "ERROR"
+    assert lines[-1]["outcome"] == "retry"
+
+
+def test_debug_logging_never_prints_the_x_secrets(
+    poster_env: Any, fake_x: FakeX, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # LogLevel=DEBUG: Lambda sets the root logger to DEBUG, where botocore would log the
+    # decrypted GetParameters response.
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("AWS_LAMBDA_LOG_LEVEL", "DEBUG")
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    root.addHandler(handler)
+    try:
+        enqueue(poster_env, message("00081"))
+        poll(poster_env)
+        logging.getLogger("probe").debug("debug reaches the root logger")
+    finally:
+        root.removeHandler(handler)
+
+    out, err = capfd.readouterr()
+    assert len(fake_x.posts) == 1
+    assert "probe debug reaches the root logger" in err
+    for secret in ("local-consumer_secret", "local-access_token_secret", "local-access_token"):
+        assert secret not in out + err

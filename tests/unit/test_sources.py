@@ -9,6 +9,7 @@ import pytest
 
 from bmsuploader.config.sources import DEFAULT_SOURCES_FILE, load_sources, parse_sources
 from bmsuploader.contract.errors import ConfigError
+from bmsuploader.contract.settings import SourcesSettings
 
 URL = "https://uploader.example.jp/up/upload.cgi"
 CLASSIC: dict[str, Any] = {"name": "up1", "url": URL, "preset": "classic-cgi"}
@@ -203,7 +204,7 @@ def test_sources_file_env_var_is_honoured(tmp_path: Path, monkeypatch: pytest.Mo
     path.write_text('[[source]]\nname = "feed-only"\nkind = "rss"\nurl = "https://x.example/rss"\n')
     monkeypatch.setenv("SOURCES_FILE", str(path))
 
-    assert [s.name for s in load_sources().sources] == ["feed-only"]
+    assert [s.name for s in load_sources(SourcesSettings.from_env().sources_file).sources] == ["feed-only"]
 
 
 def test_shipped_sources_file_loads_with_its_examples_switched_off() -> None:

@@ -21,25 +21,13 @@ import pytest
 from packaging.requirements import Requirement
 
 from bmsuploader.contract.message import parse_message
+from bmsuploader.contract.settings import FetcherSettings, PosterSettings
 from bmsuploader_local.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
 EVENTS = ROOT / "events"
 
-FETCHER_ENV = {"TABLE_NAME", "QUEUE_URL", "MAX_ENQUEUE_PER_RUN"}
-POSTER_ENV = {
-    "QUEUE_URL",
-    "DLQ_URL",
-    "TABLE_NAME",
-    "IDEMPOTENCY_TABLE",
-    "X_PARAMETER_PATH",
-    "X_API_BASE_URL",
-    "DRY_RUN",
-    "MONTHLY_POST_BUDGET",
-    "COST_PER_POST",
-    "COST_PER_POST_WITH_URL",
-}
 OUTPUTS = {
     "QueueUrl",
     "DeadLetterQueueUrl",
@@ -210,8 +198,12 @@ def test_poster_reads_the_fifo_queue_in_order(template: dict[str, Any]) -> None:
 def test_environment_contract(template: dict[str, Any]) -> None:
     fetcher = function_env(template, "FetcherFunction")
     poster = function_env(template, "PosterFunction")
-    assert set(fetcher) >= FETCHER_ENV
-    assert set(poster) >= POSTER_ENV
+    # The settings models are the contract: every variable they read is declared, so
+    # `sam local invoke --env-vars` can set it, and the required ones have a value.
+    assert set(fetcher) >= FetcherSettings.variables()
+    assert set(poster) >= PosterSettings.variables()
+    for env, model in ((fetcher, FetcherSettings), (poster, PosterSettings)):
+        assert all(env[name] != "" for name in model.required_variables())
     for env in (fetcher, poster):
         assert env["TABLE_NAME"] == {"Ref": "StateTable"}
         assert env["QUEUE_URL"] == {"Ref": "Queue"}

@@ -43,8 +43,9 @@ from bmsuploader_local.uploader_site import SAMPLE_COMMENTS, UploaderSite
 ROOT = SRC.parent
 TEMPLATE = ROOT / "template.yaml"
 SCHEDULE_EVENT = ROOT / "events" / "fetcher-schedule.json"
-SAMPLE_SOURCES = Path(__file__).with_name("sample_sources.toml")
-#: Where sample_sources.toml expects the sample uploader and the sample feed site.
+# In the layer (/opt/python/sources.local.toml) so `sam local invoke` with events/env.json reads it too.
+SAMPLE_SOURCES = SRC / "shared" / "sources.local.toml"
+#: Where sources.local.toml expects the sample uploader and the sample feed site.
 SAMPLE_SITE_PLACEHOLDER = "http://host.docker.internal:8080"
 SAMPLE_FEED_PLACEHOLDER = "http://host.docker.internal:8082"
 #: The feed site numbers its uploads from here, so the two samples never share ids.
@@ -270,7 +271,7 @@ def serve_local(
     Starts moto on ``aws_port`` with the stack ``bmsuploader`` made from
     template.yaml (the names in events/env.json), the sample uploader on
     ``site_port``, the sample feed site on ``feed_port`` and the fake X on
-    ``x_port`` (the addresses sample_sources.toml and events/env.json use), on
+    ``x_port`` (the addresses sources.local.toml and events/env.json use), on
     ``host`` (loopback unless told otherwise: Docker containers reach the host through its bridge
     address, so ``sam local`` on Linux needs ``--host 0.0.0.0``), until Ctrl-C.
     """

@@ -25,6 +25,7 @@ from pathlib import Path
 from bmsuploader.config.sources import Source, load_sources
 from bmsuploader.contract.errors import BmsUploaderError
 from bmsuploader.contract.message import EntryMessage
+from bmsuploader.contract.settings import SourcesSettings
 
 
 def _add_page_args(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +43,7 @@ def _messages(args: argparse.Namespace) -> tuple[Source, list[EntryMessage]]:
     from bmsuploader.fetch.fetching import PageFetcher
     from bmsuploader.fetch.parsing import parse_listing
 
-    config = load_sources(args.sources)
+    config = load_sources(args.sources or SourcesSettings.from_env().sources_file)
     try:
         source = config.get(args.source)
     except KeyError:

@@ -10,7 +10,6 @@ does not need to know source names).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from functools import cache
 from typing import Any
@@ -18,8 +17,11 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "bmsuploader")
-NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "BmsUploader")
+from bmsuploader.contract.settings import Telemetry
+
+_TELEMETRY = Telemetry.from_env()
+SERVICE = _TELEMETRY.powertools_service_name
+NAMESPACE = _TELEMETRY.powertools_metrics_namespace
 
 
 class _CurrentStdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -40,10 +42,29 @@ class _CurrentStdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+#: Libraries that log request and response bodies at DEBUG: botocore prints the
+#: decrypted SSM GetParameters answer (the X secrets), oauthlib the signing inputs.
+#: With LogLevel=DEBUG Lambda sets the root logger to DEBUG, so they are held at
+#: INFO whatever the level.
+CHATTY_LIBRARIES = (
+    "botocore",
+    "boto3",
+    "urllib3",
+    "s3transfer",
+    "oauthlib",
+    "requests_oauthlib",
+    "tweepy",
+    "httpx",
+    "httpcore",
+)
+
+
 @cache
 def make_logger() -> Logger:
     """The service logger, one per process. Both functions use it; each
     handler appends its own ``component`` key per invocation."""
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.getLogger(name).level, logging.INFO))
     return Logger(service=SERVICE, logger_handler=_CurrentStdoutHandler())
 
 

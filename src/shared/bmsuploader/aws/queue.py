@@ -30,6 +30,13 @@ SEND_BATCH_LIMIT = 10
 #: SQS caps a message's *total* visibility since it was received at 12 h;
 #: keep a margin for the time the invocation has already run.
 MAX_VISIBILITY_SECONDS = 12 * 60 * 60 - 5 * 60
+
+
+def clamp_visibility(seconds: int) -> int:
+    """The delay SQS will accept for a received message: the one owner of the cap."""
+    return max(0, min(seconds, MAX_VISIBILITY_SECONDS))
+
+
 #: Message attribute carried by an entry re-queued from the backlog: its
 #: original position, so parking it again keeps upload order.
 BACKLOG_ORDER_ATTRIBUTE = "backlog_order"
@@ -135,7 +142,7 @@ class QueueControl:
                     {
                         "Id": str(index),
                         "ReceiptHandle": d.receipt_handle,
-                        "VisibilityTimeout": max(0, min(d.seconds, MAX_VISIBILITY_SECONDS)),
+                        "VisibilityTimeout": clamp_visibility(d.seconds),
                     }
                     for index, d in enumerate(chunk)
                 ],

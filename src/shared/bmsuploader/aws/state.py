@@ -6,7 +6,8 @@ One table, keyed ``pk``/``sk``::
     pk = "LEASE"            sk = "fetcher"        owner, expires_at        the run lease
     pk = "SOURCE#<name>"    sk = "STATE"          validators, counters     per-source state
     pk = "SOURCE#<name>"    sk = "ENTRY#<id>"     seen_at                  one seen entry
-    pk = "POSTER"           sk = "CONTROL"        posts_<YYYY_MM>,         posts per month (JST),
+    pk = "POSTER"           sk = "CONTROL"        posts_<YYYY_MM>,         posts and estimated spend
+                                                  spend_<YYYY_MM>,         (micro-USD) per month (JST),
                                                   backlog_parked/_drained  and the backlog's counters
     pk = "BACKLOG#<name>"   sk = "<order>"        body, entry_id           an entry set aside while
                                                                            the monthly budget is spent
@@ -110,6 +111,7 @@ class PosterControl:
 
     month: str
     posts: int = 0
+    spend_micro: int = 0
     backlog_parked: int = 0
     backlog_drained: int = 0
 
@@ -117,15 +119,19 @@ class PosterControl:
     def backlog_pending(self) -> bool:
         return self.backlog_parked > self.backlog_drained
 
-    def budget_left(self, budget: int) -> int | None:
-        """Posts still allowed this month; ``None`` = unlimited."""
-        return None if budget <= 0 else max(0, budget - self.posts)
+    def posts_left(self, limit_micro: int | None, max_cost_micro: int) -> int | None:
+        """Posts the spend limit still certainly allows this month (each at the dearest
+        price); ``None`` = no limit."""
+        if limit_micro is None:
+            return None
+        return max(0, (limit_micro - self.spend_micro) // max(max_cost_micro, 1))
 
 
 @dataclass(frozen=True)
 class Reservation:
     granted: bool
     posts: int
+    spend_micro: int
     reason: str | None = None  # "budget" | "backlog" when refused
 
 
@@ -153,6 +159,10 @@ _CONTROL_KEY: dict[str, Any] = {"pk": {"S": "POSTER"}, "sk": {"S": "CONTROL"}}
 
 def _posts_attribute(month: str) -> str:
     return "posts_" + month.replace("-", "_")
+
+
+def _spend_attribute(month: str) -> str:
+    return "spend_" + month.replace("-", "_")
 
 
 def _s(value: str) -> dict[str, Any]:
@@ -309,19 +319,24 @@ class StateStore:
                 states[item["pk"]["S"].removeprefix("SOURCE#")] = _state_from_item(item)
         return states, control
 
-    def reserve_post(self, month: str, budget: int, *, from_backlog: bool) -> Reservation:
-        """Atomically count one post against ``month``, if it may go out now.
+    def reserve_post(
+        self, month: str, *, cost_micro: int, limit_micro: int | None, from_backlog: bool
+    ) -> Reservation:
+        """Atomically count one post and its estimated cost against ``month``, if it may go out now.
 
-        It may not when ``budget`` (> 0) is reached, or when entries are set
-        aside in the backlog and this message is not one of them coming back
-        (it must not overtake them). ``budget == 0`` means unlimited; the post
-        is still counted. One UpdateItem does both checks.
+        It may not when the spend would pass ``limit_micro`` (``None`` = no
+        limit), or when entries are set aside in the backlog and this message
+        is not one of them coming back (it must not overtake them). One
+        UpdateItem does both checks: DynamoDB conditions cannot add, so the
+        limit is checked as ``spend <= limit - cost``.
         """
+        if limit_micro is not None and cost_micro > limit_micro:
+            return Reservation(granted=False, posts=0, spend_micro=0, reason="budget")
         conditions = []
-        values: dict[str, Any] = {":one": _n(1)}
-        if budget > 0:
-            conditions.append("(attribute_not_exists(#posts) OR #posts < :budget)")
-            values[":budget"] = _n(budget)
+        values: dict[str, Any] = {":one": _n(1), ":cost": _n(cost_micro)}
+        if limit_micro is not None:
+            conditions.append("(attribute_not_exists(#spend) OR #spend <= :room)")
+            values[":room"] = _n(limit_micro - cost_micro)
         if not from_backlog:
             conditions.append(
                 "(attribute_not_exists(backlog_parked) OR attribute_not_exists(backlog_drained) "
@@ -338,8 +353,11 @@ class StateStore:
             response = self.client.update_item(
                 TableName=self.table_name,
                 Key=_CONTROL_KEY,
-                UpdateExpression="ADD #posts :one",
-                ExpressionAttributeNames={"#posts": _posts_attribute(month)},
+                UpdateExpression="ADD #posts :one, #spend :cost",
+                ExpressionAttributeNames={
+                    "#posts": _posts_attribute(month),
+                    "#spend": _spend_attribute(month),
+                },
                 ExpressionAttributeValues=values,
                 ReturnValues="UPDATED_NEW",
                 **kwargs,
@@ -349,20 +367,28 @@ class StateStore:
                 raise
             item: dict[str, Any] = exc.response.get("Item", {})  # type: ignore[assignment]
             control = _control_from_item(item, month) if item else PosterControl(month=month)
-            if budget > 0 and control.posts >= budget:
-                return Reservation(granted=False, posts=control.posts, reason="budget")
-            return Reservation(granted=False, posts=control.posts, reason="backlog")
-        posts = int(response["Attributes"][_posts_attribute(month)]["N"])
-        return Reservation(granted=True, posts=posts)
+            over = limit_micro is not None and control.spend_micro > limit_micro - cost_micro
+            return Reservation(
+                granted=False,
+                posts=control.posts,
+                spend_micro=control.spend_micro,
+                reason="budget" if over else "backlog",
+            )
+        attributes = response["Attributes"]
+        return Reservation(
+            granted=True,
+            posts=int(attributes[_posts_attribute(month)]["N"]),
+            spend_micro=int(attributes[_spend_attribute(month)]["N"]),
+        )
 
-    def release_post(self, month: str) -> None:
+    def release_post(self, month: str, *, cost_micro: int) -> None:
         """Give back a reservation whose post did not happen."""
         self.client.update_item(
             TableName=self.table_name,
             Key=_CONTROL_KEY,
-            UpdateExpression="ADD #posts :minus_one",
-            ExpressionAttributeNames={"#posts": _posts_attribute(month)},
-            ExpressionAttributeValues={":minus_one": _n(-1)},
+            UpdateExpression="ADD #posts :minus_one, #spend :minus_cost",
+            ExpressionAttributeNames={"#posts": _posts_attribute(month), "#spend": _spend_attribute(month)},
+            ExpressionAttributeValues={":minus_one": _n(-1), ":minus_cost": _n(-cost_micro)},
         )
 
     def park(self, source: str, *, order: str, entry_id: str, body: str, now: datetime) -> None:
@@ -481,6 +507,7 @@ def _control_from_item(item: dict[str, Any], month: str) -> PosterControl:
     return PosterControl(
         month=month,
         posts=number(_posts_attribute(month)),
+        spend_micro=number(_spend_attribute(month)),
         backlog_parked=number("backlog_parked"),
         backlog_drained=number("backlog_drained"),
     )

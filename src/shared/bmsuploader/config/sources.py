@@ -2,8 +2,8 @@
 
 Configuration is data: ``sources.toml`` (beside this package, in
 ``src/shared``, so it ships in the layer to both functions) lists the sources;
-``SOURCES_FILE`` overrides the path. Site-specific knowledge lives in XPath
-selectors and presets (``presets.toml``), never in code branches.
+``SOURCES_FILE`` (see :mod:`bmsuploader.contract.settings`) overrides the
+path. Site-specific knowledge lives in XPath selectors and presets (``presets.toml``), never in code branches.
 
 Loading validates everything up front. A mistake raises :class:`ConfigError`
 whose message names the file, the source and the field, e.g.::
@@ -14,7 +14,6 @@ whose message names the file, the source and the field, e.g.::
 from __future__ import annotations
 
 import codecs
-import os
 import re
 import string
 import tomllib
@@ -307,15 +306,9 @@ def _describe(exc: ValueError) -> str:
     return "; ".join(parts)
 
 
-def sources_path() -> Path:
-    """``SOURCES_FILE`` if set, else the bundled ``sources.toml``."""
-    override = os.environ.get("SOURCES_FILE")
-    return Path(override) if override else DEFAULT_SOURCES_FILE
-
-
 def load_sources(path: Path | str | None = None) -> SourcesConfig:
-    """Read and validate a sources file. Raises :class:`ConfigError`."""
-    file = Path(path) if path is not None else sources_path()
+    """Read and validate a sources file (default: the bundled one). Raises :class:`ConfigError`."""
+    file = Path(path) if path is not None else DEFAULT_SOURCES_FILE
     try:
         with file.open("rb") as fh:
             data = tomllib.load(fh)

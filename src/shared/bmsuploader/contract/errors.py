@@ -1,14 +1,16 @@
 """Typed errors, and the one place that decides what each failure means.
 
 Every failure the pipeline can meet is one of these classes. The decision the
-handlers act on -- retry later, park the whole queue, or dead-letter one
-message -- is a property of the class, so it reads in one place
-(:data:`DISPOSITIONS`) instead of being scattered through ``except`` blocks.
+poster acts on -- retry later, park, set aside, or dead-letter one message --
+is a property of the class; :func:`bmsuploader.post.cycle.decide` turns any
+exception into that decision, and its docstring is the failure table.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+from bmsuploader.contract.outcomes import Outcome
 
 
 class Disposition(StrEnum):
@@ -73,21 +75,21 @@ class PublishError(BmsUploaderError):
     #: seconds the message should stay invisible before its next attempt;
     #: ``None`` lets the poster pick a growing backoff.
     delay_seconds: int | None = None
-    outcome: str = "publish_failed"
+    outcome: Outcome = Outcome.RETRY
 
 
 class TransientPublishError(PublishError):
     """5xx, timeouts, connection errors: try again later."""
 
     disposition = Disposition.RETRY
-    outcome = "retry"
+    outcome = Outcome.RETRY
 
 
 class RateLimitedError(PublishError):
     """429: wait until ``x-rate-limit-reset``. Never sleep inside Lambda."""
 
     disposition = Disposition.PARK
-    outcome = "rate_limited"
+    outcome = Outcome.RATE_LIMITED
 
     def __init__(self, message: str, delay_seconds: int) -> None:
         super().__init__(message)
@@ -98,7 +100,7 @@ class AuthError(PublishError):
     """401 or a permission 403: the operator must act; messages must not burn."""
 
     disposition = Disposition.PARK
-    outcome = "auth_failed"
+    outcome = Outcome.AUTH_FAILED
 
 
 class BudgetExceededError(PublishError):
@@ -109,26 +111,11 @@ class BudgetExceededError(PublishError):
     """
 
     disposition = Disposition.SET_ASIDE
-    outcome = "budget_blocked"
+    outcome = Outcome.BUDGET_BLOCKED
 
 
 class PermanentPublishError(PublishError):
     """400 for this one post: X will never accept it. Dead-letter it."""
 
     disposition = Disposition.DEAD_LETTER
-    outcome = "poisoned"
-
-
-#: The decision table, for readers: class -> what the poster does.
-DISPOSITIONS: dict[type[BmsUploaderError], Disposition] = {
-    cls: cls.disposition
-    for cls in (
-        ConfigError,
-        PoisonMessageError,
-        TransientPublishError,
-        RateLimitedError,
-        AuthError,
-        BudgetExceededError,
-        PermanentPublishError,
-    )
-}
+    outcome = Outcome.POISONED

@@ -44,10 +44,6 @@ class EntryMessage(BaseModel):
     size: str | None = Field(default=None, max_length=100)
 
     @property
-    def idempotency_key(self) -> tuple[str, str]:
-        return (self.source, self.entry_id)
-
-    @property
     def deduplication_id(self) -> str:
         return deduplication_id(self.source, self.entry_id)
 

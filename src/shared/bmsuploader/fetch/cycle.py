@@ -51,6 +51,7 @@ from bmsuploader.aws.state import (
 from bmsuploader.config.sources import Source
 from bmsuploader.contract.errors import SourceError, SourceFormatError
 from bmsuploader.contract.message import backlog_deduplication_id
+from bmsuploader.contract.settings import Spending
 from bmsuploader.fetch.catchup import ListedPage, Stop, walk
 from bmsuploader.fetch.dedup import Plan, plan_first_run, plan_new
 from bmsuploader.fetch.fetching import Page
@@ -128,8 +129,8 @@ class FetchCycle:
     metrics: MetricsSink
     clock: Callable[[], datetime]
     max_enqueue: int = 20
-    #: the poster's MONTHLY_POST_BUDGET (0 = unlimited): the backlog drains only within it
-    monthly_budget: int = 0
+    #: the monthly spend limit and prices: the backlog drains only within the limit
+    spending: Spending = field(default_factory=Spending)
 
     def run(self, *, owner: str, lease_seconds: int) -> CycleReport:
         now = self.clock()
@@ -172,7 +173,7 @@ class FetchCycle:
             # Budget left but the run cap was reached: new entries wait (unseen)
             # so they cannot overtake the rest of the backlog. With the budget
             # spent, they go to the queue and the poster parks them behind it.
-            hold_new = still_pending and control.budget_left(self.monthly_budget) != 0
+            hold_new = still_pending and self._posts_left(control) != 0
         for source in enabled:
             self.logger.append_keys(source=source.name)
             try:
@@ -193,11 +194,11 @@ class FetchCycle:
 
     def _drain_backlog(self, control: PosterControl, cap: int) -> tuple[int, bool]:
         """Re-queue parked entries, oldest first per source. Returns (re-queued, still pending)."""
-        left = control.budget_left(self.monthly_budget)
+        left = self._posts_left(control)
         if left == 0:
             self.logger.info(
-                f"the monthly post budget ({self.monthly_budget}) is spent for {control.month}; "
-                "entries set aside in the backlog wait for next month",
+                f"the monthly spend limit (USD {self.spending.monthly_spend_limit_usd}) is reached for "
+                f"{control.month}; entries set aside in the backlog wait for next month",
                 extra={"outcome": "backlog_waiting"},
             )
             return 0, True
@@ -219,6 +220,9 @@ class FetchCycle:
         if complete:
             self.store.backlog_drained(control.backlog_parked)
         return requeued, not complete
+
+    def _posts_left(self, control: PosterControl) -> int | None:
+        return control.posts_left(self.spending.limit_micro, self.spending.max_cost_micro)
 
     def _requeue(self, source: str, items: list[BacklogItem]) -> int:
         sent = 0

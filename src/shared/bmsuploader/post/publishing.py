@@ -31,6 +31,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Protocol, cast, override
 
 import requests
@@ -48,6 +49,7 @@ from bmsuploader.contract.errors import (
     RateLimitedError,
     TransientPublishError,
 )
+from bmsuploader.contract.settings import PosterSettings
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,6 @@ CREDENTIAL_NAMES = ("consumer_key", "consumer_secret", "access_token", "access_t
 X_API_HOSTS = ("https://api.twitter.com/", "https://api.x.com/")
 
 DEFAULT_RATE_LIMIT_DELAY = 900  # no x-rate-limit-reset header: one 15-minute window
-MAX_RATE_LIMIT_DELAY = 43_200  # SQS ChangeMessageVisibility caps at 12 hours
 
 _DUPLICATE_RE = re.compile(r"duplicate content|status is a duplicate", re.IGNORECASE)
 _DETAIL_LIMIT = 300
@@ -94,6 +95,8 @@ class PublishResult:
     #: X already has this exact text: almost always our own earlier attempt that
     #: X accepted just before we crashed. Treated as done, never re-posted.
     duplicate: bool = False
+    #: nothing was sent: DRY_RUN is on
+    dry_run: bool = False
 
 
 class Publisher(Protocol):
@@ -303,7 +306,7 @@ class XPublisher:
         reset = exc.response.headers.get("x-rate-limit-reset")
         try:
             delay = int(reset) - int(self._clock())
-            delay = max(1, min(delay, MAX_RATE_LIMIT_DELAY))
+            delay = max(1, delay)  # the queue caps it (bmsuploader.aws.queue.clamp_visibility)
         except (TypeError, ValueError):
             delay = DEFAULT_RATE_LIMIT_DELAY
         if problem.get("title") == "UsageCapExceeded":
@@ -322,4 +325,20 @@ class DryRunPublisher:
     def publish(self, text: str) -> PublishResult:
         tweet_id = f"dry-run-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
         logger.info("dry run: not posting to X", extra={"tweet_id": tweet_id, "text": text})
-        return PublishResult(tweet_id=tweet_id)
+        return PublishResult(tweet_id=tweet_id, dry_run=True)
+
+
+def publisher_for(settings: PosterSettings) -> Publisher:
+    """The publisher for this attempt: the dry-run one, or X with the current credentials.
+
+    Credentials are read through Powertools' cache (300 s), so a rotated token
+    is picked up without a cold start; each set of credentials builds one client.
+    """
+    if settings.dry_run:
+        return DryRunPublisher()
+    return _x_publisher(load_credentials(settings.x_parameter_path), settings.x_api_base_url)
+
+
+@cache
+def _x_publisher(credentials: XCredentials, base_url: str | None) -> XPublisher:
+    return XPublisher(credentials, base_url=base_url)

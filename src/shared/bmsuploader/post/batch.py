@@ -1,0 +1,251 @@
+"""One SQS batch of the poster: each record's attempt, and the delay of what waits behind a failure.
+
+The handler (``src/poster/app.py``) builds a :class:`Poster` once per
+container and a :class:`PosterBatch` per invocation, and hands
+:meth:`PosterBatch.handle` to Powertools' ``SqsFifoPartialProcessor``.
+
+Per record: validate the body against the message schema, announce it once
+(the idempotent function), and log one line with the outcome. A failure
+becomes a :class:`~bmsuploader.post.cycle.Decision` (the failure table is
+:mod:`bmsuploader.post.cycle`) and is acted on here: dead-letter or set
+aside (the record then counts as done), or delay and report it failed.
+
+The processor stops at the first failure and reports every later record as
+failed too, which keeps order. Those skipped records get the failed record's
+delay (:meth:`PosterBatch.delay_skipped`), so a systemic problem (rate limit,
+credentials) does not make them cycle back every few minutes. We keep
+``skip_group_on_error`` off: today every group posts to the same X account, so
+a failure is almost always systemic, and skipping the whole rest of the batch
+costs no further X calls; order holds either way, as it is per group.
+
+No path here turns a handled record into a failure: a delay or a dead-letter
+copy that AWS refuses is logged, and the record is retried, never lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from bmsuploader.aws.queue import BACKLOG_ORDER_ATTRIBUTE, Delay, QueueControl
+from bmsuploader.aws.state import StateStore
+from bmsuploader.contract.errors import BmsUploaderError, Disposition
+from bmsuploader.contract.message import EntryMessage, parse_message
+from bmsuploader.contract.outcomes import Outcome
+from bmsuploader.contract.settings import MICRO
+from bmsuploader.post.cycle import Announcer, AnnounceResult, Decision, decide, retry_delay
+
+
+class AnnounceOnce(Protocol):
+    """:meth:`Announcer.announce` wrapped in Powertools' ``idempotent_function``."""
+
+    def __call__(
+        self, *, message: EntryMessage, invocation_id: str, from_backlog: bool
+    ) -> AnnounceResult: ...
+
+
+@dataclass
+class Poster:
+    """The collaborators, built once per container."""
+
+    announcer: Announcer
+    queue: QueueControl
+    store: StateStore
+    logger: Logger
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    #: called when X rejects the credentials: the next attempt re-reads them
+    forget_credentials: Callable[[], None]
+
+    def batch(self, invocation_id: str, announce_once: AnnounceOnce) -> PosterBatch:
+        return PosterBatch(self, invocation_id, announce_once)
+
+
+@dataclass
+class PosterBatch:
+    """One invocation's records."""
+
+    poster: Poster
+    invocation_id: str
+    announce_once: AnnounceOnce
+    #: the first failure's decision: what the skipped records wait for
+    decision: Decision | None = None
+    delayed: set[str] = field(default_factory=set)
+
+    def handle(self, record: SQSRecord) -> AnnounceResult | None:
+        """The processor's record handler. Raises when the record is to stay on the queue."""
+        log = self.poster.logger
+        receive_count = int(record.attributes.approximate_receive_count or 1)
+        log.append_keys(message_id=record.message_id, receive_count=receive_count)
+        message: EntryMessage | None = None
+        try:
+            message = parse_message(record.body)
+            log.append_keys(source=message.source, entry_id=message.entry_id)
+            result = self.announce_once(
+                message=message,
+                invocation_id=self.invocation_id,
+                from_backlog=_backlog_order(record) is not None,
+            )
+        except Exception as exc:  # noqa: BLE001 - every failure goes through decide()
+            self._failed(record, message, decide(exc, receive_count), exc)
+            return None
+        finally:
+            log.remove_keys(["message_id", "receive_count"])
+        # Completed in an earlier invocation: the idempotency record answered, X was not called.
+        replayed = result.invocation_id != self.invocation_id
+        outcome = Outcome.DUPLICATE if replayed else result.outcome
+        log.info(
+            f"{outcome}: {result.text}",
+            extra={
+                "outcome": outcome,
+                "tweet_id": result.tweet_id,
+                "weighted_length": result.weighted_length,
+            },
+        )
+        self._count(outcome)
+        if not replayed and outcome is not Outcome.DRY_RUN:
+            self.poster.metrics.add_metric(
+                name="EstimatedSpendUSD", unit=MetricUnit.NoUnit, value=result.cost_micro / MICRO
+            )
+        log.remove_keys(["source", "entry_id"])
+        return result
+
+    def delay_skipped(self, event: dict[str, Any], response: dict[str, Any]) -> None:
+        """Give the records the processor skipped after a failure the same delay. Never raises."""
+        decision = self.decision
+        if decision is None:
+            return
+        failed_ids = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
+        skipped = [
+            Delay(r["receiptHandle"], r["messageId"], decision.delay_seconds)
+            for r in event.get("Records", [])
+            if r["messageId"] in failed_ids and r["messageId"] not in self.delayed
+        ]
+        if not skipped:
+            return
+        self._count(Outcome.WAITING, len(skipped))
+        not_delayed = self._delay(skipped)
+        self.poster.logger.info(
+            f"{len(skipped)} later record(s) in this batch wait behind the failure ({decision.outcome}); "
+            f"{len(skipped) - len(not_delayed)} come back in {decision.delay_seconds} s, the others "
+            "after the queue's visibility timeout",
+            extra={
+                "outcome": Outcome.WAITING,
+                "delay_seconds": decision.delay_seconds,
+                "not_delayed": not_delayed,
+            },
+        )
+
+    # --- failures -------------------------------------------------------------------
+
+    def _failed(
+        self, record: SQSRecord, message: EntryMessage | None, decision: Decision, exc: Exception
+    ) -> None:
+        """Act on a decision. Returns when the record is done with; raises to keep it queued."""
+        log = self.poster.logger
+        if decision.disposition is Disposition.SET_ASIDE and message is not None:
+            if self._set_aside(record, message, decision):
+                return
+            decision = self._retry_instead(decision, record)
+        elif decision.disposition is Disposition.DEAD_LETTER:
+            if self._dead_letter(record, decision):
+                return
+            decision = self._retry_instead(decision, record)
+        if decision.outcome is Outcome.AUTH_FAILED:
+            self.poster.forget_credentials()  # the operator may be rotating them right now
+        self.decision = self.decision or decision
+        self._count(decision.outcome)
+        not_delayed = self._delay([Delay(record.receipt_handle, record.message_id, decision.delay_seconds)])
+        self.delayed.add(record.message_id)
+        comes_back = (
+            "after the queue's visibility timeout" if not_delayed else f"in {decision.delay_seconds} s"
+        )
+        level = log.error if decision.outcome in (Outcome.AUTH_FAILED, Outcome.RETRY) else log.warning
+        level(
+            f"{decision.outcome}: {decision.reason} -- the message stays queued and comes back {comes_back}",
+            extra={"outcome": decision.outcome, "delay_seconds": decision.delay_seconds},
+            # A failure we did not classify is a bug or an AWS error: keep its traceback.
+            exc_info=not isinstance(exc, BmsUploaderError),
+        )
+        log.remove_keys(["source", "entry_id"])
+        raise RuntimeError(decision.reason)
+
+    def _set_aside(self, record: SQSRecord, message: EntryMessage, decision: Decision) -> bool:
+        order = _backlog_order(record) or record.attributes.sequence_number or record.message_id
+        try:
+            self.poster.store.park(
+                message.source,
+                order=order,
+                entry_id=message.entry_id,
+                body=record.body,
+                now=self.poster.clock(),
+            )
+        except Exception:
+            self.poster.logger.exception(
+                "could not set the entry aside in the backlog; it stays on the queue and is retried",
+                extra={"outcome": Outcome.RETRY},
+            )
+            return False
+        self._count(Outcome.BUDGET_BLOCKED)
+        self.poster.logger.warning(
+            f"{Outcome.BUDGET_BLOCKED}: {decision.reason}",
+            extra={"outcome": Outcome.BUDGET_BLOCKED, "backlog_order": order},
+        )
+        self.poster.logger.remove_keys(["source", "entry_id"])
+        return True  # done for the batch: the original is deleted, the backlog holds it
+
+    def _dead_letter(self, record: SQSRecord, decision: Decision) -> bool:
+        attrs = record.attributes
+        try:
+            dlq_id = self.poster.queue.dead_letter(
+                body=record.body,
+                group_id=attrs.message_group_id or "unknown",
+                deduplication_id=attrs.message_deduplication_id or record.message_id,
+                reason=decision.reason,
+            )
+        except Exception:
+            self.poster.logger.exception(
+                f"could not copy the message to the dead-letter queue ({decision.reason}); it stays on "
+                "the queue and is retried",
+                extra={"outcome": Outcome.RETRY},
+            )
+            return False
+        self._count(Outcome.POISONED)
+        self.poster.logger.error(
+            f"{Outcome.POISONED}: moved to the dead-letter queue; its group continues. "
+            f"Reason: {decision.reason}",
+            extra={"outcome": Outcome.POISONED, "dlq_message_id": dlq_id},
+        )
+        self.poster.logger.remove_keys(["source", "entry_id"])
+        return True  # done for the batch: the original is deleted
+
+    def _retry_instead(self, decision: Decision, record: SQSRecord) -> Decision:
+        receive_count = int(record.attributes.approximate_receive_count or 1)
+        return Decision(Disposition.RETRY, Outcome.RETRY, retry_delay(receive_count), decision.reason)
+
+    def _delay(self, delays: list[Delay]) -> list[str]:
+        """Set visibility timeouts; returns the ids that could not be delayed. Never raises."""
+        try:
+            return self.poster.queue.delay(delays)
+        except Exception:
+            self.poster.logger.exception(
+                f"could not delay {len(delays)} message(s); they come back after the queue's "
+                "visibility timeout instead",
+                extra={"outcome": "delay_failed"},
+            )
+            return [d.message_id for d in delays]
+
+    def _count(self, outcome: Outcome, value: int = 1) -> None:
+        self.poster.metrics.add_metric(name=outcome.metric, unit=MetricUnit.Count, value=value)
+
+
+def _backlog_order(record: SQSRecord) -> str | None:
+    # Powertools' SQSMessageAttributes: [] wraps the value (and gives None), .get() does not.
+    attribute = record.message_attributes[BACKLOG_ORDER_ATTRIBUTE]
+    return attribute.string_value if attribute is not None else None
