@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bmsuploader.aws.observability import EmfSourceMetrics, make_logger, make_metrics
@@ -50,6 +51,9 @@ def _cycle() -> FetchCycle:
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(component="fetcher")
+    # Always one metric, so every run -- all pages 304, lease held, a crash -- flushes valid
+    # EMF (Powertools would print a non-JSON "No application metrics" warning instead).
+    metrics.add_metric(name="FetcherRuns", unit=MetricUnit.Count, value=1)
     try:
         cycle = _cycle()
     except ConfigError as exc:

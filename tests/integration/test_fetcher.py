@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,7 +72,10 @@ def test_a_second_run_with_nothing_new_sends_nothing_and_uses_conditional_get(
     drain(stack.queue_url)
     site.requests.clear()
 
-    result = run_fetcher()
+    with warnings.catch_warnings():
+        # Every line a run prints must be JSON: no "No application metrics to publish".
+        warnings.simplefilter("error")
+        result = run_fetcher()
 
     assert result["enqueued"] == 0
     assert by_source(result)["uploader"]["outcome"] == "not_modified"
@@ -318,3 +324,42 @@ def test_page_validators_do_not_outlive_a_config_change(
 
     # The page did not change, but the config that reads it did: a 304 would hide the broken selector.
     assert by_source(result)["uploader"]["outcome"] == "format_error"
+
+
+def test_a_page_that_loses_characters_in_decoding_says_so(
+    stack: Any,
+    tmp_path: Path,
+    run_fetcher: Run,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    page = "<table><tr><td><a href='up001.zip'>up001.zip</a></td><td>曲名</td></tr></table>".encode("cp932")
+    broken = page.replace("曲名".encode("cp932"), b"\x82\xff\x82\xff")  # not cp932
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=Shift_JIS")
+            self.end_headers()
+            self.wfile.write(broken)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/upload.cgi"
+        path = tmp_path / "s.toml"
+        path.write_text(f'[[source]]\nname = "lossy"\nkind = "html"\npreset = "classic-cgi"\nurl = "{url}"\n')
+        monkeypatch.setenv("SOURCES_FILE", str(path))
+        result = run_fetcher()
+    finally:
+        server.shutdown()
+
+    assert by_source(result)["lossy"]["lossy_decodes"] == 1
+    out = capsys.readouterr().out
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    warned = [line for line in lines if line.get("outcome") == "lossy_decode"]
+    assert warned and warned[0]["source"] == "lossy" and "U+FFFD" in warned[0]["message"]
+    assert '"LossyDecodes"' in out

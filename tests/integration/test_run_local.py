@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,3 +51,18 @@ def test_dry_run_posts_to_the_log(
     out = capsys.readouterr().out
     assert "X: DRY_RUN" in out
     assert "tweet dry-run-" in out
+    assert "[dry-run]" in out and "[posted]" not in out
+
+
+def test_ctrl_c_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "bmsuploader.cli", "run-local", "--state-dir", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "lambda.log").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # interrupt once moto is up and the fetcher runs, not during imports
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=60)
+
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1] == "bmsuploader: interrupted"
+    assert "Traceback" not in err

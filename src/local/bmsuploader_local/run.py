@@ -248,8 +248,9 @@ def _report(
         )
     print(f"\nposter: {len(posts)} post(s)", file=out)
     for post in posts:
+        label = post["outcome"].replace("_", "-")  # [posted], [dry-run], [duplicate]
         print(
-            f"  [{post['outcome']}] weighted {post['weighted_length']:>3}/280  tweet {post['tweet_id']}",
+            f"  [{label}] weighted {post['weighted_length']:>3}/280  tweet {post['tweet_id']}",
             file=out,
         )
         print(f"      {post['text']}", file=out)

@@ -143,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # e.g. `| head`
         return 0
+    except KeyboardInterrupt:  # Ctrl-C in `make run`: the with-blocks above have cleaned up
+        print("bmsuploader: interrupted", file=sys.stderr)
+        return 130
     return code
 
 

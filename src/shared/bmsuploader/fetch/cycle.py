@@ -83,6 +83,7 @@ class SourceReport:
     deferred: int = 0
     pages: int = 0
     catch_up_limit: int = 0
+    lossy_decodes: int = 0
     error: str | None = None
 
     def counts(self) -> dict[str, int]:
@@ -94,6 +95,7 @@ class SourceReport:
             "FormatErrors": int(self.outcome == "format_error"),
             "FetchErrors": int(self.outcome == "fetch_error"),
             "CatchUpLimit": self.catch_up_limit,
+            "LossyDecodes": self.lossy_decodes,
         }
 
 
@@ -273,6 +275,7 @@ class FetchCycle:
                 source.url, source=source.name, validators=validators, encoding=source.encoding
             )
             report.pages = 1
+            self._check_decoding(page, 1, report)
             if page.not_modified:
                 report.outcome = "not_modified"
                 self.store.put_source_state(source.name, state.succeeded(now, page.validators, fingerprint))
@@ -309,6 +312,17 @@ class FetchCycle:
         )
         return report
 
+    def _check_decoding(self, page: Page, number: int, report: SourceReport) -> None:
+        if not page.lossy:
+            return
+        report.lossy_decodes += 1
+        self.logger.warning(
+            f"page {number} did not decode cleanly as {page.encoding} ({page.decoded_by}): "
+            f"{page.text.count(chr(0xFFFD))} character(s) became U+FFFD; set `encoding` for this source "
+            "if the page declares the wrong charset",
+            extra={"outcome": "lossy_decode", "encoding": page.encoding, "pages": number},
+        )
+
     def _catch_up(
         self, source: Source, first: ListedPage, unseen_ids: set[str], report: SourceReport
     ) -> list[Entry]:
@@ -317,6 +331,7 @@ class FetchCycle:
         def read_older(number: int) -> ListedPage | None:
             report.pages = number
             older = self.pages.fetch(source.page_url(number), source=source.name, encoding=source.encoding)
+            self._check_decoding(older, number, report)
             try:
                 return ListedPage(
                     parse_listing(source, older.text, page_url=older.url), has_next_page(source, older.text)

@@ -11,7 +11,9 @@ different one in tests) and adds what uploader pages need:
   will not fix itself within one run;
 * a body size cap, because a misconfigured source must not exhaust the
   function's memory;
-* decoding by :func:`bmsuploader.fetch.decoding.decode_page`, never by httpx's guess.
+* decoding by :func:`bmsuploader.fetch.decoding.decode_page`, never by httpx's guess;
+  a page where bytes were lost says so (:attr:`Page.lossy`), and the fetch
+  cycle logs it with the source and counts ``LossyDecodes``.
 
 Every failure is a :class:`~bmsuploader.contract.errors.FetchError` with a one-line
 message, so the handler logs it and moves on to the next source.
@@ -44,6 +46,13 @@ class Page:
     text: str
     encoding: str
     validators: Validators
+    #: which evidence chose the encoding (see :mod:`bmsuploader.fetch.decoding`); a
+    #: ``+replace`` suffix means some bytes did not decode and became U+FFFD
+    decoded_by: str = ""
+
+    @property
+    def lossy(self) -> bool:
+        return self.decoded_by.endswith("+replace")
 
 
 def default_client() -> httpx.Client:
@@ -149,7 +158,15 @@ class PageFetcher:
             raise FetchError(source, f"GET {url}: {_describe(exc)}") from exc
 
         decoded = decode_page(body, content_type=response.headers.get("content-type"), override=encoding)
-        return Page(str(response.url), status, False, decoded.text, decoded.encoding, _validators(response))
+        return Page(
+            str(response.url),
+            status,
+            False,
+            decoded.text,
+            decoded.encoding,
+            _validators(response),
+            decoded.how,
+        )
 
     def _read_capped(self, response: httpx.Response, *, url: str, source: str) -> bytes:
         too_big = f"GET {url}: response body exceeds {self._max_body_bytes} bytes"
