@@ -64,7 +64,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "fetcher run starting",
         extra={"schedule": event.get("schedule"), "sources": [s.name for s in cycle.sources if s.enabled]},
     )
-    report = cycle.run(owner=context.aws_request_id, lease_seconds=lease_seconds)
+    report = cycle.run(
+        owner=context.aws_request_id,
+        lease_seconds=lease_seconds,
+        time_left=lambda: context.get_remaining_time_in_millis() / 1000,
+    )
     summary = report.as_dict()
     logger.info("fetcher run finished", extra={"outcome": report.outcome, "enqueued": summary["enqueued"]})
     failed = [s.source for s in report.sources if s.outcome == "error"]

@@ -17,8 +17,9 @@ import pytest
 from bmsuploader.aws.state import StateStore
 from bmsuploader.contract.errors import ConfigError
 from bmsuploader.contract.message import deduplication_id
+from bmsuploader_local.lambda_runtime import FakeContext, load_handler
 from bmsuploader_local.uploader_site import UploaderSite
-from tests.integration.conftest import by_source, drain, write_sources
+from tests.integration.conftest import by_source, drain, scheduled_event, write_sources
 
 pytestmark = pytest.mark.integration
 
@@ -363,3 +364,20 @@ def test_a_page_that_loses_characters_in_decoding_says_so(
     warned = [line for line in lines if line.get("outcome") == "lossy_decode"]
     assert warned and warned[0]["source"] == "lossy" and "U+FFFD" in warned[0]["message"]
     assert '"LossyDecodes"' in out
+
+
+def test_a_run_out_of_time_leaves_the_remaining_sources_for_the_next_run(
+    stack: Any, site: UploaderSite, sources_file: Path, run_fetcher: Run
+) -> None:
+    run_fetcher()
+    added = site.add_upload("★1 late")
+    app = load_handler("fetcher")
+
+    # 12 s left: the run keeps 10 for its last writes, so no source may start.
+    starved = app.lambda_handler(scheduled_event(), FakeContext(timeout_seconds=12))
+
+    assert {s["outcome"] for s in starved["sources"]} == {"out_of_time"}
+    assert drain(stack.queue_url) == []
+    healthy = run_fetcher()  # the lease was released, and nothing was marked seen
+    assert by_source(healthy)["uploader"]["enqueued"] == 1
+    assert [m.entry_id for _, m in drain(stack.queue_url) if m.source == "uploader"] == [added]

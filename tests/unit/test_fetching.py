@@ -150,7 +150,8 @@ def test_persistent_server_errors_raise_after_the_last_attempt(site: UploaderSit
         pages.fetch(site.listing_url, source="sample")
 
     assert str(caught.value) == (
-        f"source 'sample': GET {site.listing_url}: HTTP 500 Internal Server Error (after 2 attempts)"
+        f"source 'sample': GET {site.listing_url}: HTTP 500 Internal Server Error "
+        "(after 2 attempts, 20 s allowed)"
     )
     assert len(site.requests) == 2
     pages.close()
@@ -204,7 +205,9 @@ def test_timeout_is_retried_then_raised(serve: Callable[[Respond], TinyServer]) 
     client = httpx.Client(timeout=0.1)
     pages = PageFetcher(client, retries=1, sleep=lambda _: None)
 
-    with pytest.raises(FetchError, match=r"GET .*/page: timed out \(ReadTimeout\) \(after 2 attempts\)"):
+    with pytest.raises(
+        FetchError, match=r"GET .*/page: timed out \(ReadTimeout\) \(after 2 attempts, 20 s allowed\)"
+    ):
         pages.fetch(server.url, source="s")
 
     assert len(server.headers) == 2
@@ -349,3 +352,52 @@ def test_fake_uploader_feed_parses_with_the_sample_feed_source(
     assert [e.entry_id for e in entries] == ["up00005", "up00004", "up00003", "up00002", "up00001"]
     assert entries[2].title == "★★2 ㈱ﾋﾞｰﾏﾆ商事 社歌 [INSANE] ①②③ 差分"
     assert entries[0].url == f"{site.base_url}/up/src/up00005.zip"
+
+
+def test_a_site_that_trickles_is_cut_off_at_the_fetch_deadline(
+    serve: Callable[[Respond], TinyServer],
+) -> None:
+    stop = threading.Event()
+
+    def trickle(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html")
+        handler.end_headers()
+        while not stop.is_set():  # one byte every 0.2 s: no single read ever times out
+            try:
+                handler.wfile.write(b"x")
+                handler.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.2)
+
+    server = serve(trickle)
+    client = httpx.Client(timeout=httpx.Timeout(3.0))
+    pages = PageFetcher(client, retries=2, sleep=lambda _: None, deadline_seconds=1.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(FetchError, match=r"body still arriving at the deadline .*1 s allowed"):
+            pages.fetch(server.url, source="s")
+    finally:
+        stop.set()
+        client.close()
+
+    # Bounded by the deadline (plus one read), not by reads x retries.
+    assert time.monotonic() - started < 1.0 + 1.0
+    assert len(server.headers) == 1  # no retry once the deadline has passed
+
+
+def test_the_run_budget_caps_a_fetch_below_its_own_deadline(serve: Callable[[Respond], TinyServer]) -> None:
+    def slow(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(2.0)
+        reply(200, b"late")(handler)
+
+    server = serve(slow)
+    pages = PageFetcher(sleep=lambda _: None)
+    started = time.monotonic()
+
+    with pytest.raises(FetchError, match=r"0.3 s allowed"):
+        pages.fetch(server.url, source="s", budget_seconds=0.3)
+
+    assert time.monotonic() - started < 1.5
+    pages.close()

@@ -21,6 +21,7 @@ message, so the handler logs it and moves on to the next source.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ from bmsuploader.fetch.decoding import decode_page
 
 #: Largest body accepted. A classic listing is tens of KB; a feed a few hundred.
 MAX_BODY_BYTES = 5 * 1024 * 1024
+#: Most time one fetch may take, retries included. Per-read timeouts alone do not
+#: bound a site that trickles a byte a second; this does.
+FETCH_DEADLINE_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ class PageFetcher:
         backoff_seconds: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
         max_body_bytes: int = MAX_BODY_BYTES,
+        deadline_seconds: float = FETCH_DEADLINE_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._owns_client = client is None
         self._client = client if client is not None else default_client()
@@ -91,6 +97,8 @@ class PageFetcher:
         self._backoff = backoff_seconds
         self._sleep = sleep
         self._max_body_bytes = max_body_bytes
+        self._deadline_seconds = deadline_seconds
+        self._monotonic = monotonic
 
     def close(self) -> None:
         """Close the client if this fetcher created it (an injected one belongs to the caller)."""
@@ -104,8 +112,15 @@ class PageFetcher:
         source: str,
         validators: Validators | None = None,
         encoding: str | None = None,
+        budget_seconds: float | None = None,
     ) -> Page:
-        """GET ``url``. Raises :class:`FetchError` naming ``source`` on any failure."""
+        """GET ``url``. Raises :class:`FetchError` naming ``source`` on any failure.
+
+        The whole fetch, retries included, ends within the fetcher's deadline or
+        ``budget_seconds`` (what the run has left for it), whichever is sooner.
+        """
+        allowed = min(self._deadline_seconds, budget_seconds if budget_seconds is not None else math.inf)
+        deadline = self._monotonic() + max(allowed, 0.0)
         headers = {}
         if validators is not None and validators.etag:
             headers["If-None-Match"] = validators.etag
@@ -113,14 +128,27 @@ class PageFetcher:
             headers["If-Modified-Since"] = validators.last_modified
 
         last_problem = "no attempt made"
+        attempts = 0
         for attempt in range(self._attempts):
             if attempt:
-                self._sleep(self._backoff * 2 ** (attempt - 1))
+                pause = self._backoff * 2 ** (attempt - 1)
+                if self._monotonic() + pause >= deadline:
+                    break
+                self._sleep(pause)
+            if self._monotonic() >= deadline:
+                break
+            attempts += 1
             try:
-                return self._attempt(url, source=source, headers=headers, old=validators, encoding=encoding)
+                return self._attempt(
+                    url, source=source, headers=headers, old=validators, encoding=encoding, deadline=deadline
+                )
             except _Retryable as exc:
                 last_problem = str(exc)
-        raise FetchError(source, f"GET {url}: {last_problem} (after {self._attempts} attempts)")
+        raise FetchError(
+            source,
+            f"GET {url}: {last_problem} (after {attempts} attempt{'s' if attempts != 1 else ''}, "
+            f"{allowed:g} s allowed)",
+        )
 
     def _attempt(
         self,
@@ -130,9 +158,19 @@ class PageFetcher:
         headers: dict[str, str],
         old: Validators | None,
         encoding: str | None,
+        deadline: float,
     ) -> Page:
+        # No single wait may outlast the deadline: each timeout is capped by what is left.
+        left = max(deadline - self._monotonic(), 0.001)
+        configured = self._client.timeout
+        timeout = httpx.Timeout(
+            connect=min(configured.connect or left, left),
+            read=min(configured.read or left, left),
+            write=min(configured.write or left, left),
+            pool=min(configured.pool or left, left),
+        )
         try:
-            with self._client.stream("GET", url, headers=headers) as response:
+            with self._client.stream("GET", url, headers=headers, timeout=timeout) as response:
                 status = response.status_code
                 if status >= 500:
                     raise _Retryable(f"HTTP {status} {response.reason_phrase}")
@@ -147,7 +185,7 @@ class PageFetcher:
                 if not 200 <= status < 300:
                     # 4xx will not fix itself within one run: fail now, let the next run retry.
                     raise FetchError(source, f"GET {url}: HTTP {status} {response.reason_phrase}")
-                body = self._read_capped(response, url=url, source=source)
+                body = self._read_capped(response, url=url, source=source, deadline=deadline)
         except httpx.TimeoutException as exc:
             raise _Retryable(f"timed out ({type(exc).__name__})") from exc
         except httpx.UnsupportedProtocol as exc:
@@ -168,7 +206,7 @@ class PageFetcher:
             decoded.how,
         )
 
-    def _read_capped(self, response: httpx.Response, *, url: str, source: str) -> bytes:
+    def _read_capped(self, response: httpx.Response, *, url: str, source: str, deadline: float) -> bytes:
         too_big = f"GET {url}: response body exceeds {self._max_body_bytes} bytes"
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._max_body_bytes:
@@ -178,6 +216,8 @@ class PageFetcher:
         chunks: list[bytes] = []
         size = 0
         for chunk in response.iter_bytes():
+            if self._monotonic() > deadline:
+                raise _Retryable(f"body still arriving at the deadline ({size} bytes read)")
             size += len(chunk)
             if size > self._max_body_bytes:
                 raise FetchError(source, too_big)
