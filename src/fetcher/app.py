@@ -36,7 +36,7 @@ def _cycle() -> FetchCycle:
     settings = FetcherSettings.from_env()
     return FetchCycle(
         sources=load_sources(settings.sources_file).sources,
-        store=StateStore(settings.table_name),
+        store=StateStore.on(settings.table_name),
         queue=EntryQueue(settings.queue_url),
         pages=PageFetcher(),
         logger=logger,

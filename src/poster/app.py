@@ -39,7 +39,7 @@ idempotency = IdempotencyConfig(event_key_jmespath="[source, entry_id]", expires
 
 @cache
 def poster() -> Poster:
-    store = StateStore(settings.table_name)
+    store = StateStore.on(settings.table_name)
     announcer = Announcer(
         load_sources(settings.sources_file), lambda: publisher_for(settings), store, settings, clock.now
     )

@@ -29,7 +29,7 @@ def counted_run(app: ModuleType) -> Counter[str]:
     def hook(model: Any, **_: Any) -> None:
         calls[f"{model.service_model.service_name}:{model.name}"] += 1
 
-    clients = (cycle.store.client, cycle.queue.client)
+    clients = (cycle.store.lease.client, cycle.queue.client)  # every state part shares one client
     for client in clients:
         client.meta.events.register("before-call", hook)
     try:

@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 import pytest
 
-from bmsuploader.aws.state import StateStore
+from bmsuploader.aws.state import SeenEntries, StateStore
 from bmsuploader.contract.errors import ConfigError
 from bmsuploader.contract.message import deduplication_id
 from bmsuploader_local.lambda_runtime import FakeContext, load_handler
@@ -37,8 +37,8 @@ def test_first_run_records_a_baseline_and_posts_nothing(
     assert report["feed"]["found"] == 20
     assert result["enqueued"] == 0
     assert drain(stack.queue_url) == []
-    store = StateStore(stack.table_name)
-    assert store.unseen("uploader", [f"{i:05d}" for i in range(11, 31)]) == set()
+    store = StateStore.on(stack.table_name)
+    assert store.seen.unseen("uploader", [f"{i:05d}" for i in range(11, 31)]) == set()
 
 
 def test_new_uploads_are_enqueued_oldest_first_with_group_and_dedup_ids(
@@ -220,13 +220,13 @@ def test_a_broken_page_is_a_format_error_not_nothing_new_and_other_sources_go_ah
     emf = [json.loads(line) for line in out.splitlines() if '"_aws"' in line]
     per_source = [m for m in emf if m.get("source") == "uploader"]
     assert per_source and per_source[0]["FormatErrors"] == [1.0]
-    state = StateStore(stack.table_name).get_run_state(["uploader"], "2026-11")[0]["uploader"]
+    state = StateStore.on(stack.table_name).sources.run_state(["uploader"], "2026-11")[0]["uploader"]
     assert state.consecutive_failures == 1
     # Nothing was lost: the next run picks the entry up.
     result = run_fetcher()
     assert by_source(result)["uploader"]["enqueued"] == 1
     assert new in [m.entry_id for _, m in drain(stack.queue_url) if m.source == "uploader"]
-    state = StateStore(stack.table_name).get_run_state(["uploader"], "2026-11")[0]["uploader"]
+    state = StateStore.on(stack.table_name).sources.run_state(["uploader"], "2026-11")[0]["uploader"]
     assert state.consecutive_failures == 0
 
 
@@ -248,9 +248,9 @@ def test_a_site_down_is_a_fetch_error_for_that_source_only(
 def test_a_second_concurrent_run_exits_cleanly_and_an_expired_lease_is_taken_over(
     stack: Any, site: UploaderSite, sources_file: Path, run_fetcher: Run
 ) -> None:
-    store = StateStore(stack.table_name)
+    store = StateStore.on(stack.table_name)
     now = int(time.time())
-    store.acquire_lease("other-run", now=now, ttl_seconds=300)
+    store.lease.acquire("other-run", now=now, ttl_seconds=300)
 
     skipped = run_fetcher()
 
@@ -280,15 +280,15 @@ def test_a_crash_between_send_and_mark_resends_and_loses_nothing(
 ) -> None:
     run_fetcher()
     new = site.add_upload("★9 crash test")
-    original = StateStore.mark_seen
+    original = SeenEntries.mark_seen
 
-    def crash(self: StateStore, source: str, entry_ids: Any, *, now: Any) -> None:
+    def crash(self: SeenEntries, source: str, entry_ids: Any, *, now: Any) -> None:
         raise SystemExit("simulated crash after SendMessageBatch")
 
-    monkeypatch.setattr(StateStore, "mark_seen", crash)
+    monkeypatch.setattr(SeenEntries, "mark_seen", crash)
     with pytest.raises(SystemExit):
         run_fetcher()
-    monkeypatch.setattr(StateStore, "mark_seen", original)
+    monkeypatch.setattr(SeenEntries, "mark_seen", original)
     # The crashed run's lease is still there; let it expire.
     boto3.client("dynamodb").delete_item(
         TableName=stack.table_name, Key={"pk": {"S": "LEASE"}, "sk": {"S": "fetcher"}}
@@ -299,7 +299,7 @@ def test_a_crash_between_send_and_mark_resends_and_loses_nothing(
     assert by_source(result)["uploader"]["enqueued"] == 1  # sent again...
     delivered = [m.entry_id for _, m in drain(stack.queue_url) if m.source == "uploader"]
     assert delivered == [new]  # ...and SQS FIFO deduplicated it within 5 minutes
-    assert StateStore(stack.table_name).unseen("uploader", [new]) == set()
+    assert StateStore.on(stack.table_name).seen.unseen("uploader", [new]) == set()
 
 
 def test_a_bad_sources_file_fails_with_a_message_naming_the_source_and_field(

@@ -270,8 +270,8 @@ def test_once_the_budget_is_reached_messages_wait_in_order_and_are_never_dropped
     assert response == {"batchItemFailures": []}
     assert queue_counts(poster_env.queue_url) == (0, 0)
     assert queue_counts(poster_env.dlq_url) == (0, 0)
-    store = StateStore(poster_env.table_name)
-    assert [i.entry_id for i in store.backlog("uploader", limit=10)] == ["00023", "00024"]
+    store = StateStore.on(poster_env.table_name)
+    assert [i.entry_id for i in store.backlog.oldest("uploader", limit=10)] == ["00023", "00024"]
     out = capsys.readouterr().out
     blocked = [line for line in log_lines(out) if line.get("outcome") == "budget_blocked"]
     assert [line["entry_id"] for line in blocked] == ["00023", "00024"]
@@ -281,7 +281,7 @@ def test_once_the_budget_is_reached_messages_wait_in_order_and_are_never_dropped
     # A newer entry arriving meanwhile waits behind them, even for a fresh budget.
     enqueue(poster_env, message("00025"))
     poll(poster_env)
-    assert [i.entry_id for i in store.backlog("uploader", limit=10)] == ["00023", "00024", "00025"]
+    assert [i.entry_id for i in store.backlog.oldest("uploader", limit=10)] == ["00023", "00024", "00025"]
 
     # Still the same month: the fetcher leaves the backlog alone. (Its sources
     # are switched off here: a disabled source's backlog is still drained.)
@@ -297,7 +297,7 @@ def test_once_the_budget_is_reached_messages_wait_in_order_and_are_never_dropped
     poll(poster_env)
 
     assert [p["text"].split(" ")[2] for p in fake_x.posts] == [f"000{i}" for i in range(21, 26)]
-    assert store.backlog("uploader", limit=10) == []
+    assert store.backlog.oldest("uploader", limit=10) == []
     assert queue_counts(poster_env.queue_url) == (0, 0)
 
 

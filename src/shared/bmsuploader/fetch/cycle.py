@@ -37,9 +37,8 @@ from datetime import datetime
 from itertools import batched
 from typing import TYPE_CHECKING, Any, Protocol
 
-from bmsuploader.aws.queue import SEND_BATCH_LIMIT, EntryQueue, Outgoing
+from bmsuploader.aws.queue import SEND_BATCH_LIMIT, EntryQueue
 from bmsuploader.aws.state import (
-    BacklogItem,
     Lease,
     LeaseHeld,
     PosterControl,
@@ -51,8 +50,8 @@ from bmsuploader.aws.state import (
 )
 from bmsuploader.config.sources import Source
 from bmsuploader.contract.errors import SourceError, SourceFormatError
-from bmsuploader.contract.message import backlog_deduplication_id
 from bmsuploader.contract.settings import Spending
+from bmsuploader.fetch.backlog import BacklogDrain
 from bmsuploader.fetch.catchup import ListedPage, Stop, walk
 from bmsuploader.fetch.dedup import Plan, plan_first_run, plan_new
 from bmsuploader.fetch.fetching import Page
@@ -157,7 +156,7 @@ class FetchCycle:
         :data:`RUN_RESERVE_SECONDS` of it for the last writes and the lease."""
         self._time_left = time_left
         now = self.clock()
-        lease = self.store.acquire_lease(owner, now=int(now.timestamp()), ttl_seconds=lease_seconds)
+        lease = self.store.lease.acquire(owner, now=int(now.timestamp()), ttl_seconds=lease_seconds)
         if isinstance(lease, LeaseHeld):
             self.logger.info(
                 "another fetcher run holds the lease; this run exits without doing anything",
@@ -171,7 +170,7 @@ class FetchCycle:
         try:
             return self._run_sources(lease)
         finally:
-            if not self.store.release_lease(lease):
+            if not self.store.lease.release(lease):
                 self.logger.warning(
                     "the lease expired during this run and was taken over; consider a longer lease",
                     extra={"outcome": "lease_lost"},
@@ -185,11 +184,14 @@ class FetchCycle:
                 "no source is enabled in the sources file: nothing to fetch (set enabled = true)",
                 extra={"outcome": "no_sources"},
             )
-        states, control = self.store.get_run_state([s.name for s in enabled], budget_month(self.clock()))
+        states, control = self.store.sources.run_state([s.name for s in enabled], budget_month(self.clock()))
         budget = self.max_enqueue
         hold_new = False
         if control.backlog_pending:
-            requeued, still_pending = self._drain_backlog(control, budget)
+            drain = BacklogDrain(self.store.backlog, self.queue, self.logger)
+            requeued, still_pending = drain.run(
+                control, self.sources, cap=budget, posts_left=self._posts_left(control)
+            )
             report.requeued_from_backlog = requeued
             report.backlog_pending = still_pending
             budget -= requeued
@@ -226,70 +228,8 @@ class FetchCycle:
             self.metrics.record(source.name, result.counts())
         return report
 
-    def _drain_backlog(self, control: PosterControl, cap: int) -> tuple[int, bool]:
-        """Re-queue parked entries, oldest first per source. Returns (re-queued, still pending)."""
-        left = self._posts_left(control)
-        if left == 0:
-            self.logger.info(
-                f"the monthly spend limit (USD {self.spending.monthly_spend_limit_usd}) is reached for "
-                f"{control.month}; entries set aside in the backlog wait for next month",
-                extra={"outcome": "backlog_waiting"},
-            )
-            return 0, True
-        limit = cap if left is None else min(cap, left)
-        requeued = 0
-        complete = True
-        for source in self.sources:
-            items = self.store.backlog(source.name, limit=limit - requeued + 1)
-            if not items:
-                continue
-            room = max(limit - requeued, 0)
-            if len(items) > room:
-                complete = False
-            sent = self._requeue(source.name, items[:room])
-            requeued += sent
-            if sent < min(len(items), room):
-                complete = False
-                break
-        if complete:
-            self.store.backlog_drained(control.backlog_parked)
-        return requeued, not complete
-
     def _posts_left(self, control: PosterControl) -> int | None:
         return control.posts_left(self.spending.limit_micro, self.spending.max_cost_micro)
-
-    def _requeue(self, source: str, items: list[BacklogItem]) -> int:
-        sent = 0
-        for chunk in batched(items, SEND_BATCH_LIMIT, strict=False):
-            result = self.queue.send(
-                [
-                    Outgoing(
-                        entry_id=item.entry_id,
-                        body=item.body,
-                        group_id=source,
-                        deduplication_id=backlog_deduplication_id(source, item.entry_id, item.parked_at),
-                        backlog_order=item.order,
-                    )
-                    for item in chunk
-                ]
-            )
-            done = chunk[: len(result.sent)]
-            # Deleted only after the send succeeded: a crash in between sends
-            # again next run, and the poster's idempotency absorbs it.
-            self.store.unpark(done)
-            for item in done:
-                self.logger.info(
-                    "re-queued from the backlog",
-                    extra={"source": source, "entry_id": item.entry_id, "outcome": "requeued"},
-                )
-            sent += len(done)
-            if result.failed:
-                self.logger.error(
-                    "could not re-queue from the backlog; retried next run",
-                    extra={"source": source, "outcome": "enqueue_failed", "reason": result.failed[0][1]},
-                )
-                break
-        return sent
 
     # --- one source ------------------------------------------------------------
 
@@ -314,7 +254,7 @@ class FetchCycle:
             self._check_decoding(page, 1, report)
             if page.not_modified:
                 report.outcome = "not_modified"
-                self.store.put_source_state(source.name, state.succeeded(now, page.validators, fingerprint))
+                self.store.sources.put(source.name, state.succeeded(now, page.validators, fingerprint))
                 self.logger.info(
                     "listing not modified since last run (HTTP 304)", extra={"outcome": "not_modified"}
                 )
@@ -326,7 +266,7 @@ class FetchCycle:
                 plan = plan_first_run(listed, source.first_run, budget)
                 report.outcome = "baseline"
             else:
-                unseen = self.store.unseen(source.name, [e.entry_id for e in listed])
+                unseen = self.store.seen.unseen(source.name, [e.entry_id for e in listed])
                 first = ListedPage(listed, has_next_page(source, page.text))
                 plan = plan_new(self._catch_up(source, first, unseen, report), budget)
             report.new = len(plan.send) + len(plan.deferred)
@@ -334,7 +274,7 @@ class FetchCycle:
         except SourceError as exc:
             return self._source_failed(source, state, report, exc, now)
         kept = page.validators if complete else Validators()
-        self.store.put_source_state(source.name, state.succeeded(now, kept, fingerprint))
+        self.store.sources.put(source.name, state.succeeded(now, kept, fingerprint))
         self.logger.info(
             "source done",
             extra={
@@ -398,7 +338,7 @@ class FetchCycle:
             unseen_ids,
             max_pages=source.max_pages,
             read_older=read_older,
-            unseen=lambda ids: self.store.unseen(source.name, ids),
+            unseen=lambda ids: self.store.seen.unseen(source.name, ids),
         )
         report.pages = result.pages
         if result.stop is Stop.MAX_PAGES and (source.max_pages > 1 or source.page_url_template):
@@ -413,7 +353,7 @@ class FetchCycle:
     def _execute(self, source: Source, plan: Plan, report: SourceReport, now: datetime) -> bool:
         """Record the baseline, then send oldest first and mark each batch seen."""
         if plan.record:
-            self.store.mark_seen(source.name, [e.entry_id for e in plan.record], now=now)
+            self.store.seen.mark_seen(source.name, [e.entry_id for e in plan.record], now=now)
             for entry in plan.record:
                 self.logger.debug(
                     "recorded as seen (baseline)", extra={"entry_id": entry.entry_id, "outcome": "baseline"}
@@ -428,7 +368,7 @@ class FetchCycle:
             result = self.queue.send_batch([entry.to_message(source.name, now) for entry in batch])
             if result.sent:
                 try:
-                    self.store.mark_seen(source.name, [m.entry_id for m in result.sent], now=now)
+                    self.store.seen.mark_seen(source.name, [m.entry_id for m in result.sent], now=now)
                 except StateStoreError as exc:
                     # Sent but not marked: next run sends them again and the
                     # poster's idempotency absorbs the repeat. Nothing is lost.
@@ -464,7 +404,7 @@ class FetchCycle:
         report.outcome = "format_error" if isinstance(exc, SourceFormatError) else "fetch_error"
         report.error = str(exc)
         failed = state.failed(now, str(exc))
-        self.store.put_source_state(source.name, failed)
+        self.store.sources.put(source.name, failed)
         hint = (
             "the page no longer matches the configured selectors: check the site and sources.toml "
             "(`bmsuploader parse --source ... --url ...`)"

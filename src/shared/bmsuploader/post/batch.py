@@ -179,7 +179,7 @@ class PosterBatch:
     def _set_aside(self, record: SQSRecord, message: EntryMessage, decision: Decision) -> bool:
         order = _backlog_order(record) or record.attributes.sequence_number or record.message_id
         try:
-            self.poster.store.park(
+            self.poster.store.backlog.park(
                 message.source,
                 order=order,
                 entry_id=message.entry_id,

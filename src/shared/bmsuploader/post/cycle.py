@@ -130,7 +130,7 @@ class Announcer:
         now = self.clock()
         month = budget_month(now)
         cost = self.spending.cost_micro(has_url=post.has_url)
-        reservation = self.store.reserve_post(
+        reservation = self.store.budget.reserve(
             month, cost_micro=cost, limit_micro=self.spending.limit_micro, from_backlog=from_backlog
         )
         if not reservation.granted:
@@ -147,7 +147,7 @@ class Announcer:
         try:
             result = self.publisher().publish(post.text)
         except BaseException:
-            self.store.release_post(month, cost_micro=cost)
+            self.store.budget.release(month, cost_micro=cost)
             raise
         if result.dry_run:
             outcome = Outcome.DRY_RUN

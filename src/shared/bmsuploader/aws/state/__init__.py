@@ -1,0 +1,79 @@
+"""State storage (DynamoDB): one table, one module per kind of item it keeps.
+
+=====================  ==================  ===========================================
+item                   keys                module
+=====================  ==================  ===========================================
+the run lease          LEASE / fetcher     :mod:`~bmsuploader.aws.state.lease`
+a source's state       SOURCE#<n> / STATE  :mod:`~bmsuploader.aws.state.sources`
+a seen entry           SOURCE#<n> / ENTRY  :mod:`~bmsuploader.aws.state.seen`
+posts and spend        POSTER / CONTROL    :mod:`~bmsuploader.aws.state.budget`
+an entry set aside     BACKLOG#<n> / order :mod:`~bmsuploader.aws.state.backlog`
+=====================  ==================  ===========================================
+
+:class:`StateStore` bundles the parts over one table and one client, built
+once per container; each stage uses the parts it needs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import boto3
+
+from bmsuploader.aws.state.backlog import Backlog, BacklogItem
+from bmsuploader.aws.state.budget import PostBudget, PosterControl, Reservation, budget_month
+from bmsuploader.aws.state.lease import Lease, LeaseHeld, Leases
+from bmsuploader.aws.state.seen import SeenEntries
+from bmsuploader.aws.state.sources import SourceState, SourceStates, Validators
+from bmsuploader.aws.state.table import StateStoreError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+__all__ = [
+    "Backlog",
+    "BacklogItem",
+    "Lease",
+    "LeaseHeld",
+    "Leases",
+    "PostBudget",
+    "PosterControl",
+    "Reservation",
+    "SeenEntries",
+    "SourceState",
+    "SourceStates",
+    "StateStore",
+    "StateStoreError",
+    "Validators",
+    "budget_month",
+]
+
+
+@dataclass(frozen=True)
+class StateStore:
+    lease: Leases
+    sources: SourceStates
+    seen: SeenEntries
+    budget: PostBudget
+    backlog: Backlog
+
+    @classmethod
+    def on(
+        cls,
+        table_name: str,
+        client: DynamoDBClient | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> StateStore:
+        """All parts over one table and one client."""
+        shared = client or boto3.client("dynamodb")
+        return cls(
+            lease=Leases(table_name, shared, sleep=sleep),
+            sources=SourceStates(table_name, shared, sleep=sleep),
+            seen=SeenEntries(table_name, shared, sleep=sleep),
+            budget=PostBudget(table_name, shared, sleep=sleep),
+            backlog=Backlog(table_name, shared, sleep=sleep),
+        )

@@ -1,0 +1,116 @@
+"""Per-source state: page validators, the baseline flag, success and failure counters.
+
+pk = "SOURCE#<name>"   sk = "STATE"   etag, last_modified, validators_for, baseline_done, ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from bmsuploader.aws.state.budget import CONTROL_KEY, PosterControl, control_from_item
+from bmsuploader.aws.state.table import StateTable, n, s, source_pk
+
+
+@dataclass(frozen=True)
+class Validators:
+    """HTTP cache validators of a page, stored with the source's state."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What the fetcher remembers about one source between runs."""
+
+    validators: Validators = field(default_factory=Validators)
+    #: the page fingerprint (URL + parsing config) the validators belong to
+    validators_for: str | None = None
+    baseline_done: bool = False
+    last_success_at: str | None = None
+    last_attempt_at: str | None = None
+    consecutive_failures: int = 0
+    last_error: str | None = None
+
+    def succeeded(self, now: datetime, validators: Validators, validators_for: str) -> SourceState:
+        return replace(
+            self,
+            validators=validators,
+            validators_for=validators_for if validators.etag or validators.last_modified else None,
+            baseline_done=True,
+            last_success_at=now.isoformat(),
+            last_attempt_at=now.isoformat(),
+            consecutive_failures=0,
+            last_error=None,
+        )
+
+    def failed(self, now: datetime, error: str) -> SourceState:
+        return replace(
+            self,
+            last_attempt_at=now.isoformat(),
+            consecutive_failures=self.consecutive_failures + 1,
+            last_error=error[:1000],
+        )
+
+
+class SourceStates(StateTable):
+    def put(self, source: str, state: SourceState) -> None:
+        """Write the fetcher's fields of the state item (UpdateItem, so nothing
+        else stored on the item is overwritten)."""
+        values: dict[str, Any] = {
+            "baseline_done": {"BOOL": state.baseline_done},
+            "consecutive_failures": n(state.consecutive_failures),
+        }
+        optional = {
+            "etag": state.validators.etag,
+            "last_modified": state.validators.last_modified,
+            "validators_for": state.validators_for,
+            "last_success_at": state.last_success_at,
+            "last_attempt_at": state.last_attempt_at,
+            "last_error": state.last_error,
+        }
+        values.update({key: s(value) for key, value in optional.items() if value})
+        removed = [key for key, value in optional.items() if not value]
+        names = {f"#{key}": key for key in [*values, *removed]}
+        expression = "SET " + ", ".join(f"#{key} = :{key}" for key in values)
+        if removed:
+            expression += " REMOVE " + ", ".join(f"#{key}" for key in removed)
+        self.client.update_item(
+            TableName=self.table_name,
+            Key={"pk": s(source_pk(source)), "sk": s("STATE")},
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={f":{key}": value for key, value in values.items()},
+        )
+
+    def run_state(self, names: Sequence[str], month: str) -> tuple[dict[str, SourceState], PosterControl]:
+        """Every source's state and the poster's control item, in one BatchGetItem."""
+        keys = [{"pk": s(source_pk(name)), "sk": s("STATE")} for name in names]
+        keys.append(CONTROL_KEY)
+        states: dict[str, SourceState] = {}
+        control = PosterControl(month=month)
+        for item in self._batch_get(keys):
+            if item["pk"]["S"] == "POSTER":
+                control = control_from_item(item, month)
+            else:
+                states[item["pk"]["S"].removeprefix("SOURCE#")] = _state_from_item(item)
+        return states, control
+
+
+def _state_from_item(item: dict[str, Any]) -> SourceState:
+    def text(key: str) -> str | None:
+        value = item.get(key, {}).get("S")
+        return str(value) if value is not None else None
+
+    return SourceState(
+        validators=Validators(etag=text("etag"), last_modified=text("last_modified")),
+        validators_for=text("validators_for"),
+        baseline_done=bool(item.get("baseline_done", {}).get("BOOL", False)),
+        last_success_at=text("last_success_at"),
+        last_attempt_at=text("last_attempt_at"),
+        consecutive_failures=int(item.get("consecutive_failures", {}).get("N", "0")),
+        last_error=text("last_error"),
+    )
