@@ -69,8 +69,8 @@ def test_first_run_baseline_of_fifty_costs_six_calls(fresh_app: ModuleType) -> N
             "dynamodb:PutItem": 1,  # the lease
             "dynamodb:BatchGetItem": 1,  # state and control item; no unseen check: all 50 are recorded
             "dynamodb:BatchWriteItem": 2,  # 50 seen marks, 25 per call
-            "dynamodb:UpdateItem": 1,  # the source's state
-            "dynamodb:DeleteItem": 1,  # lease release
+            "dynamodb:UpdateItem": 1,  # the baseline's state, saved at once
+            "dynamodb:TransactWriteItems": 1,  # lease release
         }
     )
 
@@ -81,34 +81,40 @@ def touch_listing(site: UploaderSite) -> None:
     site.uploads[-1] = dataclasses.replace(newest, downloads=newest.downloads + 1)
 
 
-def test_fifty_rows_zero_new_costs_five_calls(app: ModuleType, fifty_row_site: UploaderSite) -> None:
+def test_fifty_rows_zero_new_costs_three_calls(app: ModuleType, fifty_row_site: UploaderSite) -> None:
     touch_listing(fifty_row_site)
     calls = counted_run(app)
     print(f"\n50 rows, 0 new: {sum(calls.values())} calls {dict(calls)}")
     assert calls == Counter(
         {
             "dynamodb:PutItem": 1,  # the lease
-            "dynamodb:BatchGetItem": 2,  # all sources' state and the poster's control item; the 50 ids
-            "dynamodb:UpdateItem": 1,  # the source's state
-            "dynamodb:DeleteItem": 1,  # lease release
+            "dynamodb:BatchGetItem": 1,  # all sources' state and the poster's control item
+            # no read of the 50 ids: page 1 lists exactly the ids of the last complete run
+            "dynamodb:TransactWriteItems": 1,  # every source's state and the lease release
         }
     )
 
 
-def test_not_modified_page_costs_four_calls(app: ModuleType) -> None:
+def test_a_changed_id_list_asks_which_ids_are_unseen(app: ModuleType, fifty_row_site: UploaderSite) -> None:
+    # An upload deleted: page 1 now reaches one entry further back (never baselined, so new).
+    del fifty_row_site.uploads[-5]
+    calls = counted_run(app)
+    assert calls["dynamodb:BatchGetItem"] == 2  # state and control, then the ids of page 1
+
+
+def test_not_modified_page_costs_three_calls(app: ModuleType) -> None:
     calls = counted_run(app)
     print(f"\n304 Not Modified: {sum(calls.values())} calls {dict(calls)}")
     assert calls == Counter(
         {
             "dynamodb:PutItem": 1,
             "dynamodb:BatchGetItem": 1,
-            "dynamodb:UpdateItem": 1,
-            "dynamodb:DeleteItem": 1,
+            "dynamodb:TransactWriteItems": 1,
         }
     )
 
 
-def test_fifty_rows_ten_new_costs_seven_calls(app: ModuleType, fifty_row_site: UploaderSite) -> None:
+def test_fifty_rows_ten_new_costs_six_calls(app: ModuleType, fifty_row_site: UploaderSite) -> None:
     for i in range(10):
         fifty_row_site.add_upload(f"★{i} budget")
     calls = counted_run(app)
@@ -117,9 +123,8 @@ def test_fifty_rows_ten_new_costs_seven_calls(app: ModuleType, fifty_row_site: U
         {
             "dynamodb:PutItem": 1,
             "dynamodb:BatchGetItem": 2,
-            "dynamodb:UpdateItem": 1,
             "sqs:SendMessageBatch": 1,  # 10 messages, one batch
             "dynamodb:BatchWriteItem": 1,  # 10 seen marks, one batch
-            "dynamodb:DeleteItem": 1,
+            "dynamodb:TransactWriteItems": 1,
         }
     )

@@ -236,7 +236,7 @@ def test_a_site_down_is_a_fetch_error_for_that_source_only(
     monkeypatch.setattr(time, "sleep", lambda _s: None)  # the fetcher's retry backoff
     run_fetcher()
     site.add_upload("★4 while down")
-    site.fail_next(3, status=503)  # all three attempts at the first source
+    site.failing_paths = {"/up/upload.cgi": 503}  # the listing is down, the feed is not
 
     result = run_fetcher()
 

@@ -76,6 +76,8 @@ class UploaderSite(LoopbackService):
         self._broken = 0  # how many next requests get the maintenance page
         #: listing pages answered with the maintenance page until removed from the set
         self.broken_pages: set[int] = set()
+        #: paths answered with this HTTP status until removed (e.g. the listing is down, the feed is not)
+        self.failing_paths: dict[str, int] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -174,9 +176,10 @@ class UploaderSite(LoopbackService):
 
     def _route(self, handler: BaseHTTPRequestHandler) -> tuple[int, bytes, str | None, dict[str, str]]:
         self.requests.append(handler.path)
-        if self._fail:
-            return self._fail.pop(0), b"Internal Server Error", "text/plain", {}
         parts = urlsplit(handler.path)
+        if self._fail or parts.path in self.failing_paths:
+            status = self._fail.pop(0) if self._fail else self.failing_paths[parts.path]
+            return status, b"Server Error", "text/plain", {}
         if parts.path.startswith("/up/src/"):
             return 200, _EMPTY_ZIP, "application/zip", {}
         if parts.path not in ("/up/upload.cgi", "/feed/rss.xml"):

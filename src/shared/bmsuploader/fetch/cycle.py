@@ -10,19 +10,26 @@ The handler (``src/fetcher/app.py``) builds a :class:`FetchCycle` and calls
    was spent, and the budget allows again, put them back on the queue first,
    in order. While some remain, new entries wait unseen, so nothing
    overtakes them.
-4. Per source: conditional GET of page 1 (304 = nothing to do), parse, find
-   the unseen ids with batched reads, walk older pages after a burst
-   (:mod:`bmsuploader.fetch.catchup`), and plan (:mod:`bmsuploader.fetch.dedup`).
-5. Send the plan oldest first with SendMessageBatch, and mark entries seen
-   **only after** their send succeeded. A crash between the two re-sends
-   (deduplicated by SQS for 5 minutes, then by the poster's idempotency);
-   it never loses an entry.
-6. Save the source's state. The page's validators are kept only when nothing
-   is left waiting: otherwise the next run's conditional GET would answer 304
-   and strand the deferred entries until the page changes.
+4. **Read** every source, concurrently (at most :data:`CONCURRENCY` at once and
+   :data:`PER_HOST` per host, so old CGI sites are not hammered): conditional GET
+   of page 1 (304 = nothing to do), parse, find the unseen ids with batched
+   reads -- skipped when page 1 lists exactly the ids of the last complete run
+   -- and walk older pages after a burst (:mod:`bmsuploader.fetch.catchup`).
+   Reading sends and writes nothing.
+5. **Announce**, one source after another in configuration order (the run's
+   cap is shared in that order): plan (:mod:`bmsuploader.fetch.dedup`), send
+   oldest first with SendMessageBatch, and mark entries seen **only after**
+   their send succeeded. A crash between the two re-sends (deduplicated by SQS
+   for 5 minutes, then by the poster's idempotency); it never loses an entry.
+6. **Save** every source's state and give the lease back in one
+   TransactWriteItems. The page's validators and listing key are kept only
+   when nothing is left waiting: otherwise the next run's conditional GET would
+   answer 304 and strand the deferred entries until the page changes. (A
+   first-run baseline is saved at once: a crash must not baseline it twice.)
 
 A source that fails (fetch error, format error) is logged, counted and
-recorded in its state; the other sources still run.
+recorded in its state; the other sources still run. An idle run (every page
+304 or unchanged ids) costs three AWS calls: lease, one read, one write.
 """
 
 from __future__ import annotations
@@ -31,11 +38,14 @@ import hashlib
 import json
 import math
 import re
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import batched
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from bmsuploader.aws.queue import SEND_BATCH_LIMIT, EntryQueue
 from bmsuploader.aws.state import (
@@ -84,6 +94,9 @@ class MetricsSink(Protocol):
 RUN_RESERVE_SECONDS = 10.0
 #: A source is not started with less time than this left; it waits for the next run.
 MIN_SOURCE_SECONDS = 3.0
+#: Sources read at once, and at once from one host (old CGI sites must not be hammered).
+CONCURRENCY = 12
+PER_HOST = 2
 
 
 @dataclass
@@ -111,6 +124,27 @@ class SourceReport:
             "LossyDecodes": self.lossy_decodes,
             "SourcesOutOfTime": int(self.outcome == "out_of_time"),
         }
+
+
+@dataclass
+class SourceRead:
+    """What reading one source found; nothing was sent or written yet."""
+
+    source: Source
+    state: SourceState
+    first_run: bool
+    report: SourceReport = field(init=False)
+    page: Page | None = None
+    #: page 1's entries, newest first
+    listed: list[Entry] = field(default_factory=list)
+    #: the unseen entries, newest first, after the catch-up walk
+    unseen: list[Entry] = field(default_factory=list)
+    listing_key: str | None = None
+    error: SourceError | None = None
+    unexpected: Exception | None = None
+
+    def __post_init__(self) -> None:
+        self.report = SourceReport(source=self.source.name)
 
 
 @dataclass
@@ -167,16 +201,18 @@ class FetchCycle:
                 },
             )
             return CycleReport(outcome="skipped_lease_held", lease_holder=lease.owner)
+        to_save: dict[str, SourceState] = {}
         try:
-            return self._run_sources(lease)
+            report, to_save = self._run_sources(lease)
         finally:
-            if not self.store.lease.release(lease):
+            if not self.store.finish_run(to_save, lease):
                 self.logger.warning(
                     "the lease expired during this run and was taken over; consider a longer lease",
                     extra={"outcome": "lease_lost"},
                 )
+        return report
 
-    def _run_sources(self, lease: Lease) -> CycleReport:
+    def _run_sources(self, lease: Lease) -> tuple[CycleReport, dict[str, SourceState]]:
         report = CycleReport(outcome="completed")
         enabled = [s for s in self.sources if s.enabled]
         if not enabled:
@@ -199,100 +235,101 @@ class FetchCycle:
             # so they cannot overtake the rest of the backlog. With the budget
             # spent, they go to the queue and the poster parks them behind it.
             hold_new = still_pending and self._posts_left(control) != 0
-        for source in enabled:
-            self.logger.append_keys(source=source.name)
-            if self._fetch_budget() < MIN_SOURCE_SECONDS:
-                # Untouched, not failed: its entries stay unseen and the next run reads them.
-                result = SourceReport(source=source.name, outcome="out_of_time")
-                self.logger.warning(
-                    "not fetched: this run's time is used up (a slow site?); the next run reads it",
-                    extra={"outcome": "out_of_time"},
-                )
-                self.logger.remove_keys(["source"])
-                report.sources.append(result)
-                self.metrics.record(source.name, result.counts())
-                continue
+        reads = self._read_all(enabled, states)
+        to_save: dict[str, SourceState] = {}
+        for read in reads:
+            self.logger.append_keys(source=read.source.name)
             try:
-                result = self._run_source(source, states.get(source.name), 0 if hold_new else budget)
+                saved = self._announce(read, 0 if hold_new else budget)
             except Exception as exc:
                 self.logger.exception(
-                    f"source {source.name!r}: unexpected error; its entries stay unseen and are retried "
-                    "next run",
+                    f"source {read.source.name!r}: unexpected error; its entries stay unseen and are "
+                    "retried next run",
                     extra={"outcome": "error"},
                 )
-                result = SourceReport(source=source.name, outcome="error", error=repr(exc))
+                read.report.outcome, read.report.error, saved = "error", repr(exc), None
             finally:
                 self.logger.remove_keys(["source"])
-            budget -= result.enqueued
-            report.sources.append(result)
-            self.metrics.record(source.name, result.counts())
-        return report
+            if saved is not None:
+                to_save[read.source.name] = saved
+            budget -= read.report.enqueued
+            report.sources.append(read.report)
+            self.metrics.record(read.source.name, read.report.counts())
+        return report, to_save
 
     def _posts_left(self, control: PosterControl) -> int | None:
         return control.posts_left(self.spending.limit_micro, self.spending.max_cost_micro)
 
-    # --- one source ------------------------------------------------------------
+    # --- reading (concurrent; no sends, no writes) ----------------------------------
 
-    def _run_source(self, source: Source, state: SourceState | None, budget: int) -> SourceReport:
-        report = SourceReport(source=source.name)
-        first_run = state is None or not state.baseline_done
-        state = state or SourceState()
-        now = self.clock()
+    def _read_all(self, sources: list[Source], states: dict[str, SourceState]) -> list[SourceRead]:
+        """Read every source, at most CONCURRENCY at once and PER_HOST per host; in source order."""
+        if not sources:
+            return []
+        hosts = {urlsplit(s.url).netloc for s in sources}
+        gates = {host: threading.BoundedSemaphore(PER_HOST) for host in hosts}
+
+        def read(source: Source) -> SourceRead:
+            with gates[urlsplit(source.url).netloc]:
+                return self._read(source, states.get(source.name))
+
+        with ThreadPoolExecutor(
+            max_workers=min(CONCURRENCY, len(sources)), thread_name_prefix="read"
+        ) as pool:
+            return list(pool.map(read, sources))
+
+    def _read(self, source: Source, state: SourceState | None) -> SourceRead:
+        """Everything about one source that needs no writes. Never raises."""
+        read = SourceRead(source, state or SourceState(), first_run=state is None or not state.baseline_done)
+        log = {"source": source.name}
+        if self._fetch_budget() < MIN_SOURCE_SECONDS:
+            # Untouched, not failed: its entries stay unseen and the next run reads them.
+            read.report.outcome = "out_of_time"
+            self.logger.warning(
+                "not fetched: this run's time is used up (a slow site?); the next run reads it",
+                extra={**log, "outcome": "out_of_time"},
+            )
+            return read
         fingerprint = page_fingerprint(source)
         # Validators are kept for the URL and parsing config they validated: after
         # a config change the old ETag must not turn the new page into a 304.
-        validators = None if first_run or state.validators_for != fingerprint else state.validators
+        known = not read.first_run and read.state.validators_for == fingerprint
         try:
             page = self.pages.fetch(
                 source.url,
                 source=source.name,
-                validators=validators,
+                validators=read.state.validators if known else None,
                 encoding=source.encoding,
                 budget_seconds=self._fetch_budget(),
             )
-            report.pages = 1
-            self._check_decoding(page, 1, report)
+            read.page = page
+            read.report.pages = 1
+            self._check_decoding(source, page, 1, read.report)
             if page.not_modified:
-                report.outcome = "not_modified"
-                self.store.sources.put(source.name, state.succeeded(now, page.validators, fingerprint))
-                self.logger.info(
-                    "listing not modified since last run (HTTP 304)", extra={"outcome": "not_modified"}
-                )
-                return report
-            listed = parse_listing(source, page.text, page_url=page.url)
-            report.found = len(listed)
-            if first_run:
-                # The baseline covers everything listed: no need to ask what is unseen.
-                plan = plan_first_run(listed, source.first_run, budget)
-                report.outcome = "baseline"
+                read.report.outcome = "not_modified"
+                return read
+            read.listed = parse_listing(source, page.text, page_url=page.url)
+            read.report.found = len(read.listed)
+            read.listing_key = listing_key(read.listed)
+            if read.first_run:
+                read.report.outcome = "baseline"
+            elif known and read.listing_key == read.state.listing_key:
+                pass  # the very ids of the last complete run: all seen, no read needed
             else:
-                unseen = self.store.seen.unseen(source.name, [e.entry_id for e in listed])
-                first = ListedPage(listed, has_next_page(source, page.text))
-                plan = plan_new(self._catch_up(source, first, unseen, report), budget)
-            report.new = len(plan.send) + len(plan.deferred)
-            complete = self._execute(source, plan, report, now)
+                unseen = self.store.seen.unseen(source.name, [e.entry_id for e in read.listed])
+                first = ListedPage(read.listed, has_next_page(source, page.text))
+                read.unseen = self._catch_up(source, first, unseen, read.report)
         except SourceError as exc:
-            return self._source_failed(source, state, report, exc, now)
-        kept = page.validators if complete else Validators()
-        self.store.sources.put(source.name, state.succeeded(now, kept, fingerprint))
-        self.logger.info(
-            "source done",
-            extra={
-                "outcome": report.outcome,
-                "found": report.found,
-                "new": report.new,
-                "enqueued": report.enqueued,
-                "deferred": report.deferred,
-                "pages": report.pages,
-            },
-        )
-        return report
+            read.error = exc
+        except Exception as exc:  # noqa: BLE001 - re-raised when announcing, where it is logged
+            read.unexpected = exc
+        return read
 
     def _fetch_budget(self) -> float:
         """Seconds a fetch may take now without starving the run's last writes."""
         return self._time_left() - RUN_RESERVE_SECONDS
 
-    def _check_decoding(self, page: Page, number: int, report: SourceReport) -> None:
+    def _check_decoding(self, source: Source, page: Page, number: int, report: SourceReport) -> None:
         if not page.lossy:
             return
         report.lossy_decodes += 1
@@ -300,7 +337,12 @@ class FetchCycle:
             f"page {number} did not decode cleanly as {page.encoding} ({page.decoded_by}): "
             f"{page.text.count(chr(0xFFFD))} character(s) became U+FFFD; set `encoding` for this source "
             "if the page declares the wrong charset",
-            extra={"outcome": "lossy_decode", "encoding": page.encoding, "pages": number},
+            extra={
+                "source": source.name,
+                "outcome": "lossy_decode",
+                "encoding": page.encoding,
+                "pages": number,
+            },
         )
 
     def _catch_up(
@@ -316,7 +358,7 @@ class FetchCycle:
                 encoding=source.encoding,
                 budget_seconds=self._fetch_budget(),
             )
-            self._check_decoding(older, number, report)
+            self._check_decoding(source, older, number, report)
             try:
                 return ListedPage(
                     parse_listing(source, older.text, page_url=older.url), has_next_page(source, older.text)
@@ -346,9 +388,53 @@ class FetchCycle:
             self.logger.error(
                 f"every entry up to max_pages ({source.max_pages}) is new; older uploads beyond it are "
                 "not known and will not be announced (raise max_pages if the uploader had a burst)",
-                extra={"outcome": "catch_up_limit", "pages": result.pages},
+                extra={"source": source.name, "outcome": "catch_up_limit", "pages": result.pages},
             )
         return result.unseen
+
+    # --- announcing (in source order) ----------------------------------------------
+
+    def _announce(self, read: SourceRead, budget: int) -> SourceState | None:
+        """Plan, send and mark one source's new entries. Returns its state to save (None: untouched)."""
+        report, state, now = read.report, read.state, self.clock()
+        fingerprint = page_fingerprint(read.source)
+        if read.unexpected is not None:
+            raise read.unexpected
+        if read.error is not None:
+            return self._source_failed(state, report, read.error, now)
+        if report.outcome == "out_of_time" or read.page is None:
+            return None
+        if read.page.not_modified:
+            self.logger.info(
+                "listing not modified since last run (HTTP 304)", extra={"outcome": "not_modified"}
+            )
+            return state.succeeded(now, read.page.validators, fingerprint, state.listing_key)
+        if read.first_run:
+            plan = plan_first_run(read.listed, read.source.first_run, budget)
+        else:
+            plan = plan_new(read.unseen, budget)
+        report.new = len(plan.send) + len(plan.deferred)
+        complete = self._execute(read.source, plan, report, now)
+        saved = state.succeeded(
+            now,
+            read.page.validators if complete else Validators(),
+            fingerprint,
+            read.listing_key if complete else None,
+        )
+        if read.first_run:
+            self.store.sources.put(read.source.name, saved)  # at once: never baseline twice
+        self.logger.info(
+            "source done",
+            extra={
+                "outcome": report.outcome,
+                "found": report.found,
+                "new": report.new,
+                "enqueued": report.enqueued,
+                "deferred": report.deferred,
+                "pages": report.pages,
+            },
+        )
+        return None if read.first_run else saved
 
     def _execute(self, source: Source, plan: Plan, report: SourceReport, now: datetime) -> bool:
         """Record the baseline, then send oldest first and mark each batch seen."""
@@ -399,12 +485,11 @@ class FetchCycle:
         return complete
 
     def _source_failed(
-        self, source: Source, state: SourceState, report: SourceReport, exc: SourceError, now: datetime
-    ) -> SourceReport:
+        self, state: SourceState, report: SourceReport, exc: SourceError, now: datetime
+    ) -> SourceState:
         report.outcome = "format_error" if isinstance(exc, SourceFormatError) else "fetch_error"
         report.error = str(exc)
         failed = state.failed(now, str(exc))
-        self.store.sources.put(source.name, failed)
         hint = (
             "the page no longer matches the configured selectors: check the site and sources.toml "
             "(`bmsuploader parse --source ... --url ...`)"
@@ -418,10 +503,15 @@ class FetchCycle:
                 "consecutive_failures": failed.consecutive_failures,
             },
         )
-        return report
+        return failed
 
 
 def page_fingerprint(source: Source) -> str:
     """What a page's validators validate: its URL and the config that parses it."""
     parsing = source.model_dump(mode="json", include={"url", "kind", "encoding", "selectors", "id_regex"})
     return hashlib.sha256(json.dumps(parsing, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def listing_key(entries: list[Entry]) -> str:
+    """Digest of a page's entry ids, in order."""
+    return hashlib.sha256("\x00".join(e.entry_id for e in entries).encode()).hexdigest()[:32]

@@ -17,11 +17,12 @@ once per container; each stage uses the parts it needs.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 from bmsuploader.aws.state.backlog import Backlog, BacklogItem
 from bmsuploader.aws.state.budget import PostBudget, PosterControl, Reservation, budget_month
@@ -29,6 +30,9 @@ from bmsuploader.aws.state.lease import Lease, LeaseHeld, Leases
 from bmsuploader.aws.state.seen import SeenEntries
 from bmsuploader.aws.state.sources import SourceState, SourceStates, Validators
 from bmsuploader.aws.state.table import StateStoreError
+
+#: DynamoDB's limit of items in one TransactWriteItems.
+TRANSACT_LIMIT = 100
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -77,3 +81,29 @@ class StateStore:
             budget=PostBudget(table_name, shared, sleep=sleep),
             backlog=Backlog(table_name, shared, sleep=sleep),
         )
+
+    def finish_run(self, states: Mapping[str, SourceState], lease: Lease) -> bool:
+        """Save every source's state and give the lease back, in one TransactWriteItems
+        (chunks of 100 for very many sources). Returns False if the lease had expired
+        and was taken over: the states are saved all the same."""
+        updates: list[Any] = [{"Update": self.sources.update_request(n, st)} for n, st in states.items()]
+        release: Any = {"Delete": self.lease.release_request(lease)}
+        chunks: list[list[Any]] = [
+            updates[i : i + TRANSACT_LIMIT] for i in range(0, len(updates), TRANSACT_LIMIT)
+        ] or [[]]
+        if len(chunks[-1]) == TRANSACT_LIMIT:
+            chunks.append([])
+        for chunk in chunks[:-1]:
+            self.sources.client.transact_write_items(TransactItems=chunk)
+        try:
+            self.sources.client.transact_write_items(TransactItems=[*chunks[-1], release])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = exc.response.get("CancellationReasons", [])
+            if not reasons or reasons[-1].get("Code") != "ConditionalCheckFailed":
+                raise
+            if chunks[-1]:
+                self.sources.client.transact_write_items(TransactItems=chunks[-1])
+            return False
+        return True

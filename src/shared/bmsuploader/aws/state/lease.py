@@ -62,15 +62,19 @@ class Leases(StateTable):
     def release(self, lease: Lease) -> bool:
         """Give the lease back early. False if it had expired and been taken over."""
         try:
-            self.client.delete_item(
-                TableName=self.table_name,
-                Key={"pk": s("LEASE"), "sk": s("fetcher")},
-                ConditionExpression="#owner = :owner",
-                ExpressionAttributeNames={"#owner": "owner"},
-                ExpressionAttributeValues={":owner": s(lease.owner)},
-            )
+            self.client.delete_item(**self.release_request(lease))
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return False
             raise
         return True
+
+    def release_request(self, lease: Lease) -> dict[str, Any]:
+        """The conditional DeleteItem that gives the lease back (alone or in a transaction)."""
+        return {
+            "TableName": self.table_name,
+            "Key": {"pk": s("LEASE"), "sk": s("fetcher")},
+            "ConditionExpression": "#owner = :owner",
+            "ExpressionAttributeNames": {"#owner": "owner"},
+            "ExpressionAttributeValues": {":owner": s(lease.owner)},
+        }

@@ -29,17 +29,24 @@ class SourceState:
     validators: Validators = field(default_factory=Validators)
     #: the page fingerprint (URL + parsing config) the validators belong to
     validators_for: str | None = None
+    #: digest of page 1's entry ids when every one of them was known seen: the same
+    #: ids next time means nothing new, without asking DynamoDB
+    listing_key: str | None = None
     baseline_done: bool = False
     last_success_at: str | None = None
     last_attempt_at: str | None = None
     consecutive_failures: int = 0
     last_error: str | None = None
 
-    def succeeded(self, now: datetime, validators: Validators, validators_for: str) -> SourceState:
+    def succeeded(
+        self, now: datetime, validators: Validators, validators_for: str, listing_key: str | None
+    ) -> SourceState:
+        """After a run. Pass empty validators and no listing key when something was left waiting."""
         return replace(
             self,
             validators=validators,
             validators_for=validators_for if validators.etag or validators.last_modified else None,
+            listing_key=listing_key,
             baseline_done=True,
             last_success_at=now.isoformat(),
             last_attempt_at=now.isoformat(),
@@ -58,8 +65,12 @@ class SourceState:
 
 class SourceStates(StateTable):
     def put(self, source: str, state: SourceState) -> None:
-        """Write the fetcher's fields of the state item (UpdateItem, so nothing
-        else stored on the item is overwritten)."""
+        """Write one source's state now (the first-run baseline: it must not wait for the run's end)."""
+        self.client.update_item(**self.update_request(source, state))
+
+    def update_request(self, source: str, state: SourceState) -> dict[str, Any]:
+        """The UpdateItem of the fetcher's fields (so nothing else stored on the item is
+        overwritten); usable alone or inside a TransactWriteItems."""
         values: dict[str, Any] = {
             "baseline_done": {"BOOL": state.baseline_done},
             "consecutive_failures": n(state.consecutive_failures),
@@ -68,6 +79,7 @@ class SourceStates(StateTable):
             "etag": state.validators.etag,
             "last_modified": state.validators.last_modified,
             "validators_for": state.validators_for,
+            "listing_key": state.listing_key,
             "last_success_at": state.last_success_at,
             "last_attempt_at": state.last_attempt_at,
             "last_error": state.last_error,
@@ -78,13 +90,13 @@ class SourceStates(StateTable):
         expression = "SET " + ", ".join(f"#{key} = :{key}" for key in values)
         if removed:
             expression += " REMOVE " + ", ".join(f"#{key}" for key in removed)
-        self.client.update_item(
-            TableName=self.table_name,
-            Key={"pk": s(source_pk(source)), "sk": s("STATE")},
-            UpdateExpression=expression,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues={f":{key}": value for key, value in values.items()},
-        )
+        return {
+            "TableName": self.table_name,
+            "Key": {"pk": s(source_pk(source)), "sk": s("STATE")},
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": {f":{key}": value for key, value in values.items()},
+        }
 
     def run_state(self, names: Sequence[str], month: str) -> tuple[dict[str, SourceState], PosterControl]:
         """Every source's state and the poster's control item, in one BatchGetItem."""
@@ -108,6 +120,7 @@ def _state_from_item(item: dict[str, Any]) -> SourceState:
     return SourceState(
         validators=Validators(etag=text("etag"), last_modified=text("last_modified")),
         validators_for=text("validators_for"),
+        listing_key=text("listing_key"),
         baseline_done=bool(item.get("baseline_done", {}).get("BOOL", False)),
         last_success_at=text("last_success_at"),
         last_attempt_at=text("last_attempt_at"),
