@@ -6,6 +6,7 @@ for all sources), so a change that adds a call per entry fails here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections import Counter
 from pathlib import Path
@@ -128,3 +129,36 @@ def test_fifty_rows_ten_new_costs_six_calls(app: ModuleType, fifty_row_site: Upl
             "dynamodb:TransactWriteItems": 1,
         }
     )
+
+
+def test_many_sources_cost_what_changed_not_what_is_configured(
+    stack: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 30 sources on 3 hosts (a host = a loopback port), 10 boards each.
+    with contextlib.ExitStack() as running:
+        sites = [running.enter_context(UploaderSite.with_sample_uploads(5)) for _ in range(3)]
+        path = tmp_path / "sources.toml"
+        path.write_text(
+            "".join(
+                f'[[source]]\nname = "s{h}-{b}"\nkind = "html"\npreset = "classic-cgi"\n'
+                f'url = "{site.listing_url}?board={b}"\n\n'
+                for h, site in enumerate(sites)
+                for b in range(10)
+            ),
+            encoding="utf-8",
+        )
+        monkeypatch.setenv("SOURCES_FILE", str(path))
+        app = load_handler("fetcher")
+        counted_run(app)  # baselines
+
+        idle = counted_run(app)
+        sites[0].add_upload("★1 one board changed")  # every board of host 0 lists it
+        busy = counted_run(app)
+
+    assert idle == Counter(
+        {"dynamodb:PutItem": 1, "dynamodb:BatchGetItem": 1, "dynamodb:TransactWriteItems": 1}
+    )
+    # 10 sources changed: one unseen read each, one send and one mark each; states still one write.
+    assert busy["dynamodb:BatchGetItem"] == 1 + 10
+    assert busy["sqs:SendMessageBatch"] == 10 and busy["dynamodb:BatchWriteItem"] == 10
+    assert busy["dynamodb:TransactWriteItems"] == 1 and busy["dynamodb:PutItem"] == 1

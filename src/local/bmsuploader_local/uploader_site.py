@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import html
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime, parsedate_to_datetime
@@ -78,6 +79,8 @@ class UploaderSite(LoopbackService):
         self.broken_pages: set[int] = set()
         #: paths answered with this HTTP status until removed (e.g. the listing is down, the feed is not)
         self.failing_paths: dict[str, int] = {}
+        #: seconds every answer waits before it is sent (a slow old host)
+        self.latency = 0.0
         self._lock = threading.Lock()
 
     @classmethod
@@ -172,6 +175,8 @@ class UploaderSite(LoopbackService):
         # Decide under the lock, write to the socket outside it.
         with self._lock:
             status, body, content_type, headers = self._route(handler)
+        if self.latency:
+            time.sleep(self.latency)
         _send(handler, status, body, content_type, headers)
 
     def _route(self, handler: BaseHTTPRequestHandler) -> tuple[int, bytes, str | None, dict[str, str]]:
