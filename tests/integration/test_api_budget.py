@@ -162,3 +162,44 @@ def test_many_sources_cost_what_changed_not_what_is_configured(
     assert busy["dynamodb:BatchGetItem"] == 1 + 10
     assert busy["sqs:SendMessageBatch"] == 10 and busy["dynamodb:BatchWriteItem"] == 10
     assert busy["dynamodb:TransactWriteItems"] == 1 and busy["dynamodb:PutItem"] == 1
+
+
+def test_each_post_costs_three_dynamodb_calls(
+    stack: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idempotency record (put, then complete) and the spend reservation: the minimum for
+    "never twice" and "never over the limit". Credentials: one SSM call per cold batch."""
+    from botocore.client import BaseClient
+
+    from bmsuploader_local.fake_x import FakeX
+    from bmsuploader_local.lambda_runtime import delete_succeeded, receive_as_event
+    from tests.integration.test_poster import enqueue, message
+
+    calls: Counter[str] = Counter()
+    original = BaseClient._make_api_call
+
+    def counted(self: Any, operation: str, params: Any) -> Any:
+        calls[f"{self.meta.service_model.service_name}:{operation}"] += 1
+        return original(self, operation, params)
+
+    with FakeX() as fake_x:
+        monkeypatch.setenv("X_API_BASE_URL", fake_x.base_url)
+        monkeypatch.setenv("DRY_RUN", "false")
+        (tmp_path / "none.toml").write_text(
+            '[[source]]\nname = "x"\nkind = "rss"\nurl = "http://127.0.0.1:9/"\n'
+        )
+        monkeypatch.setenv("SOURCES_FILE", str(tmp_path / "none.toml"))
+        from aws_lambda_powertools.utilities import parameters
+
+        parameters.clear_caches()
+        enqueue(stack, *(message(f"{i:05d}") for i in range(1, 6)))
+        app = load_handler("poster")
+        event = receive_as_event(stack.queue_url)
+        monkeypatch.setattr(BaseClient, "_make_api_call", counted)
+        response = app.lambda_handler(event, FakeContext(function_name="poster", timeout_seconds=30))
+        monkeypatch.setattr(BaseClient, "_make_api_call", original)
+        delete_succeeded(stack.queue_url, event, response)
+        assert len(fake_x.posts) == 5
+
+    print(f"\nposter, 5 posts: {sum(calls.values())} calls {dict(calls)}")
+    assert calls == Counter({"dynamodb:PutItem": 5, "dynamodb:UpdateItem": 10, "ssm:GetParameters": 1})
