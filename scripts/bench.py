@@ -151,6 +151,50 @@ def import_times(runs: int = 7) -> None:
         print(f"  {function:<8} {median:7.0f} ms  (min {min(samples):.0f}, max {max(samples):.0f})")
 
 
+def many_sources(n: int = 200, hosts: int = 20, latency: float = 0.3) -> tuple[float, int]:
+    """One fetcher run over ``n`` sources on ``hosts`` slow sites (each answer waits
+    ``latency`` s). Returns (wall seconds of the run, AWS calls of an idle run)."""
+    from bmsuploader_local.aws import provision_stack, start_moto_server
+    from bmsuploader_local.lambda_runtime import FakeContext, load_handler
+    from bmsuploader_local.uploader_site import UploaderSite
+
+    server, endpoint = start_moto_server()
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    event = json.loads((ROOT / "events" / "fetcher-schedule.json").read_text())
+    try:
+        resources = provision_stack(ROOT / "template.yaml", stack_name="bench-many")
+        os.environ.update(resources.environment())
+        with contextlib.ExitStack() as running, tempfile.TemporaryDirectory() as tmp:
+            sites = [running.enter_context(UploaderSite.with_sample_uploads(5)) for _ in range(hosts)]
+            sources = Path(tmp) / "sources.toml"
+            sources.write_text(
+                "".join(
+                    f'[[source]]\nname = "s{i}"\nkind = "html"\npreset = "classic-cgi"\n'
+                    f'url = "{sites[i % hosts].listing_url}?board={i}"\n\n'
+                    for i in range(n)
+                )
+            )
+            os.environ.update(SOURCES_FILE=str(sources), MAX_ENQUEUE_PER_RUN="1000")
+            fetcher = load_handler("fetcher")
+            with _quiet():
+                fetcher.lambda_handler(event, FakeContext(timeout_seconds=120))  # baselines
+            for site in sites:
+                site.latency = latency
+                site.add_upload("★1 new on every board")
+            started = time.perf_counter()
+            with _quiet():
+                fetcher.lambda_handler(event, FakeContext(timeout_seconds=120))
+            wall = time.perf_counter() - started
+            _count_every_aws_call()
+            CALLS.clear()
+            with _quiet():
+                fetcher.lambda_handler(event, FakeContext(timeout_seconds=120))  # idle: every page 304
+            return wall, sum(CALLS.values())
+    finally:
+        server.stop()
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+
+
 def package_sizes() -> None:
     build = ROOT / ".aws-sam" / "build"
     print("\nPackage size (sam build output, unzipped)")
@@ -170,6 +214,11 @@ def package_sizes() -> None:
 def main() -> None:
     started = time.perf_counter()
     api_calls()
+    wall, idle_calls = many_sources()
+    print(
+        f"\n200 sources on 20 hosts answering after 300 ms, one with news each: {wall:.1f} s wall; "
+        f"idle run afterwards: {idle_calls} AWS calls"
+    )
     import_times()
     package_sizes()
     print(f"\nbench took {time.perf_counter() - started:.1f} s")

@@ -203,9 +203,10 @@ def test_a_broken_page_is_a_format_error_not_nothing_new_and_other_sources_go_ah
     run_fetcher()
     new = site.add_upload("★3 after maintenance")
     capsys.readouterr()
-    site.break_next(1)  # the uploader listing (first request) shows a maintenance page
+    site.broken_pages = {1}  # the uploader listing shows a maintenance page; the feed is fine
 
     result = run_fetcher()
+    site.broken_pages = set()
 
     report = by_source(result)
     assert report["uploader"]["outcome"] == "format_error"
@@ -280,15 +281,15 @@ def test_a_crash_between_send_and_mark_resends_and_loses_nothing(
 ) -> None:
     run_fetcher()
     new = site.add_upload("★9 crash test")
-    original = SeenEntries.mark_seen
+    original = SeenEntries.mark_many
 
-    def crash(self: SeenEntries, source: str, entry_ids: Any, *, now: Any) -> None:
+    def crash(self: SeenEntries, entries: Any, *, now: Any) -> None:
         raise SystemExit("simulated crash after SendMessageBatch")
 
-    monkeypatch.setattr(SeenEntries, "mark_seen", crash)
+    monkeypatch.setattr(SeenEntries, "mark_many", crash)
     with pytest.raises(SystemExit):
         run_fetcher()
-    monkeypatch.setattr(SeenEntries, "mark_seen", original)
+    monkeypatch.setattr(SeenEntries, "mark_many", original)
     # The crashed run's lease is still there; let it expire.
     boto3.client("dynamodb").delete_item(
         TableName=stack.table_name, Key={"pk": {"S": "LEASE"}, "sk": {"S": "fetcher"}}

@@ -22,7 +22,7 @@ The handler (``src/fetcher/app.py``) builds a :class:`FetchCycle` and calls
    their send succeeded. A crash between the two re-sends (deduplicated by SQS
    for 5 minutes, then by the poster's idempotency); it never loses an entry.
 6. **Save** every source's state and give the lease back in one
-   TransactWriteItems. The page's validators and listing key are kept only
+   BatchWriteItem (25 items each). The page's validators and listing key are kept only
    when nothing is left waiting: otherwise the next run's conditional GET would
    answer 304 and strand the deferred entries until the page changes. (A
    first-run baseline is saved at once: a crash must not baseline it twice.)
@@ -95,7 +95,7 @@ RUN_RESERVE_SECONDS = 10.0
 #: A source is not started with less time than this left; it waits for the next run.
 MIN_SOURCE_SECONDS = 3.0
 #: Sources read at once, and at once from one host (old CGI sites must not be hammered).
-CONCURRENCY = 12
+CONCURRENCY = 16
 PER_HOST = 2
 
 
@@ -140,11 +140,24 @@ class SourceRead:
     #: the unseen entries, newest first, after the catch-up walk
     unseen: list[Entry] = field(default_factory=list)
     listing_key: str | None = None
+    #: page 1 changed since the last complete run: ask DynamoDB which ids are unseen
+    needs_unseen: bool = False
+    unseen_ids: set[str] | None = None
     error: SourceError | None = None
     unexpected: Exception | None = None
 
     def __post_init__(self) -> None:
         self.report = SourceReport(source=self.source.name)
+
+    @property
+    def ready(self) -> bool:
+        """Read without error, and there is a listing to plan from."""
+        return (
+            self.error is None
+            and self.unexpected is None
+            and self.page is not None
+            and not self.page.not_modified
+        )
 
 
 @dataclass
@@ -205,11 +218,7 @@ class FetchCycle:
         try:
             report, to_save = self._run_sources(lease)
         finally:
-            if not self.store.finish_run(to_save, lease):
-                self.logger.warning(
-                    "the lease expired during this run and was taken over; consider a longer lease",
-                    extra={"outcome": "lease_lost"},
-                )
+            self.store.finish_run(to_save)
         return report
 
     def _run_sources(self, lease: Lease) -> tuple[CycleReport, dict[str, SourceState]]:
@@ -236,23 +245,8 @@ class FetchCycle:
             # spent, they go to the queue and the poster parks them behind it.
             hold_new = still_pending and self._posts_left(control) != 0
         reads = self._read_all(enabled, states)
-        to_save: dict[str, SourceState] = {}
+        to_save = self._announce_all(reads, 0 if hold_new else budget)
         for read in reads:
-            self.logger.append_keys(source=read.source.name)
-            try:
-                saved = self._announce(read, 0 if hold_new else budget)
-            except Exception as exc:
-                self.logger.exception(
-                    f"source {read.source.name!r}: unexpected error; its entries stay unseen and are "
-                    "retried next run",
-                    extra={"outcome": "error"},
-                )
-                read.report.outcome, read.report.error, saved = "error", repr(exc), None
-            finally:
-                self.logger.remove_keys(["source"])
-            if saved is not None:
-                to_save[read.source.name] = saved
-            budget -= read.report.enqueued
             report.sources.append(read.report)
             self.metrics.record(read.source.name, read.report.counts())
         return report, to_save
@@ -263,67 +257,81 @@ class FetchCycle:
     # --- reading (concurrent; no sends, no writes) ----------------------------------
 
     def _read_all(self, sources: list[Source], states: dict[str, SourceState]) -> list[SourceRead]:
-        """Read every source, at most CONCURRENCY at once and PER_HOST per host; in source order."""
+        """Read every source, in source order: page 1 concurrently (at most CONCURRENCY at once
+        and PER_HOST per host), the unseen ids of all changed pages in shared batched reads,
+        then the catch-up walks of the sources whose page 1 is all new."""
         if not sources:
             return []
-        hosts = {urlsplit(s.url).netloc for s in sources}
-        gates = {host: threading.BoundedSemaphore(PER_HOST) for host in hosts}
+        gates = {host: threading.BoundedSemaphore(PER_HOST) for host in {_host(s) for s in sources}}
 
-        def read(source: Source) -> SourceRead:
-            with gates[urlsplit(source.url).netloc]:
-                return self._read(source, states.get(source.name))
+        def gated(work: Callable[[SourceRead], None]) -> Callable[[SourceRead], SourceRead]:
+            def run(read: SourceRead) -> SourceRead:
+                with gates[_host(read.source)]:
+                    try:
+                        work(read)
+                    except SourceError as exc:
+                        read.error = exc
+                    except Exception as exc:  # noqa: BLE001 - re-raised when announcing, where it is logged
+                        read.unexpected = exc
+                return read
 
-        with ThreadPoolExecutor(
-            max_workers=min(CONCURRENCY, len(sources)), thread_name_prefix="read"
-        ) as pool:
-            return list(pool.map(read, sources))
+            return run
 
-    def _read(self, source: Source, state: SourceState | None) -> SourceRead:
-        """Everything about one source that needs no writes. Never raises."""
-        read = SourceRead(source, state or SourceState(), first_run=state is None or not state.baseline_done)
-        log = {"source": source.name}
+        reads = []
+        for source in sources:
+            state = states.get(source.name)
+            first_run = state is None or not state.baseline_done
+            reads.append(SourceRead(source, state or SourceState(), first_run=first_run))
+        with ThreadPoolExecutor(max_workers=min(CONCURRENCY, len(reads)), thread_name_prefix="read") as pool:
+            list(pool.map(gated(self._read_first_page), reads))
+            asking = [r for r in reads if r.needs_unseen]
+            if asking:
+                unseen = self.store.seen.unseen_by_source(
+                    {r.source.name: [e.entry_id for e in r.listed] for r in asking}
+                )
+                for read in asking:
+                    read.unseen_ids = unseen[read.source.name]
+            list(pool.map(gated(self._walk), [r for r in reads if r.unseen_ids is not None]))
+        return reads
+
+    def _read_first_page(self, read: SourceRead) -> None:
+        source, state = read.source, read.state
         if self._fetch_budget() < MIN_SOURCE_SECONDS:
             # Untouched, not failed: its entries stay unseen and the next run reads them.
             read.report.outcome = "out_of_time"
             self.logger.warning(
                 "not fetched: this run's time is used up (a slow site?); the next run reads it",
-                extra={**log, "outcome": "out_of_time"},
+                extra={"source": source.name, "outcome": "out_of_time"},
             )
-            return read
-        fingerprint = page_fingerprint(source)
+            return
         # Validators are kept for the URL and parsing config they validated: after
         # a config change the old ETag must not turn the new page into a 304.
-        known = not read.first_run and read.state.validators_for == fingerprint
-        try:
-            page = self.pages.fetch(
-                source.url,
-                source=source.name,
-                validators=read.state.validators if known else None,
-                encoding=source.encoding,
-                budget_seconds=self._fetch_budget(),
-            )
-            read.page = page
-            read.report.pages = 1
-            self._check_decoding(source, page, 1, read.report)
-            if page.not_modified:
-                read.report.outcome = "not_modified"
-                return read
-            read.listed = parse_listing(source, page.text, page_url=page.url)
-            read.report.found = len(read.listed)
-            read.listing_key = listing_key(read.listed)
-            if read.first_run:
-                read.report.outcome = "baseline"
-            elif known and read.listing_key == read.state.listing_key:
-                pass  # the very ids of the last complete run: all seen, no read needed
-            else:
-                unseen = self.store.seen.unseen(source.name, [e.entry_id for e in read.listed])
-                first = ListedPage(read.listed, has_next_page(source, page.text))
-                read.unseen = self._catch_up(source, first, unseen, read.report)
-        except SourceError as exc:
-            read.error = exc
-        except Exception as exc:  # noqa: BLE001 - re-raised when announcing, where it is logged
-            read.unexpected = exc
-        return read
+        known = not read.first_run and state.validators_for == page_fingerprint(source)
+        page = self.pages.fetch(
+            source.url,
+            source=source.name,
+            validators=state.validators if known else None,
+            encoding=source.encoding,
+            budget_seconds=self._fetch_budget(),
+        )
+        read.page = page
+        read.report.pages = 1
+        self._check_decoding(source, page, 1, read.report)
+        if page.not_modified:
+            read.report.outcome = "not_modified"
+            return
+        read.listed = parse_listing(source, page.text, page_url=page.url)
+        read.report.found = len(read.listed)
+        read.listing_key = listing_key(read.listed)
+        if read.first_run:
+            read.report.outcome = "baseline"
+        # The very ids of the last complete run are all seen: no read needed.
+        read.needs_unseen = not read.first_run and not (known and read.listing_key == state.listing_key)
+
+    def _walk(self, read: SourceRead) -> None:
+        assert read.page is not None and read.unseen_ids is not None
+        first = ListedPage(read.listed, has_next_page(read.source, read.page.text))
+        read.unseen = self._catch_up(read.source, first, read.unseen_ids, read.report)
 
     def _fetch_budget(self) -> float:
         """Seconds a fetch may take now without starving the run's last writes."""
@@ -392,37 +400,139 @@ class FetchCycle:
             )
         return result.unseen
 
-    # --- announcing (in source order) ----------------------------------------------
+    # --- announcing (in source order; sends and marks batched across sources) ----------
 
-    def _announce(self, read: SourceRead, budget: int) -> SourceState | None:
-        """Plan, send and mark one source's new entries. Returns its state to save (None: untouched)."""
-        report, state, now = read.report, read.state, self.clock()
-        fingerprint = page_fingerprint(read.source)
+    def _announce_all(self, reads: list[SourceRead], budget: int) -> dict[str, SourceState]:
+        """Plan in source order (the run's cap is shared in that order), record baselines,
+        send oldest first, mark seen after each send. Returns the states to save."""
+        now = self.clock()
+        plans: dict[str, Plan] = {}
+        for read in reads:
+            if read.ready:
+                if read.first_run:
+                    plan = plan_first_run(read.listed, read.source.first_run, budget)
+                else:
+                    plan = plan_new(read.unseen, budget)
+                budget -= len(plan.send)
+                plans[read.source.name] = plan
+                read.report.new = len(plan.send) + len(plan.deferred)
+        for read in reads:
+            recorded = plans.get(read.source.name)
+            if recorded is not None and recorded.record:
+                self._record_baseline(read, recorded, now)
+        incomplete = self._send_all(reads, plans, now)
+        to_save: dict[str, SourceState] = {}
+        for read in reads:
+            self.logger.append_keys(source=read.source.name)
+            try:
+                saved = self._conclude(read, plans.get(read.source.name), incomplete, now)
+            except Exception as exc:
+                self.logger.exception(
+                    f"source {read.source.name!r}: unexpected error; its entries stay unseen and are "
+                    "retried next run",
+                    extra={"outcome": "error"},
+                )
+                read.report.outcome, read.report.error, saved = "error", repr(exc), None
+            finally:
+                self.logger.remove_keys(["source"])
+            if saved is not None:
+                to_save[read.source.name] = saved
+        return to_save
+
+    def _record_baseline(self, read: SourceRead, plan: Plan, now: datetime) -> None:
+        name = read.source.name
+        try:
+            self.store.seen.mark_seen(name, [e.entry_id for e in plan.record], now=now)
+        except StateStoreError as exc:
+            read.unexpected = exc  # nothing sent for it; the first run is simply tried again
+            return
+        self.logger.info(
+            "first run: recorded the listing as the baseline",
+            extra={
+                "source": name,
+                "outcome": "baseline",
+                "recorded": len(plan.record),
+                "to_send": len(plan.send),
+            },
+        )
+
+    def _send_all(self, reads: list[SourceRead], plans: dict[str, Plan], now: datetime) -> set[str]:
+        """Send every planned entry (source order, oldest first) in batches of 10 across sources,
+        marking each batch seen once SQS took it. Stops at the first refused send: what is left
+        stays unseen, in order, for the next run. Returns the sources left incomplete."""
+        outgoing = [
+            (read, entry)
+            for read in reads
+            if read.unexpected is None and (plan := plans.get(read.source.name)) is not None
+            for entry in plan.send
+        ]
+        incomplete: set[str] = set()
+        for number, chunk in enumerate(batched(outgoing, SEND_BATCH_LIMIT, strict=False)):
+            result = self.queue.send_batch([entry.to_message(read.source.name, now) for read, entry in chunk])
+            sent = chunk[: len(result.sent)]
+            try:
+                self.store.seen.mark_many([(r.source.name, e.entry_id) for r, e in sent], now=now)
+            except StateStoreError as exc:
+                # Sent but not marked: next run sends them again and the
+                # poster's idempotency absorbs the repeat. Nothing is lost.
+                incomplete.update(r.source.name for r, _ in sent)
+                self.logger.error(
+                    "entries were enqueued but could not be marked seen; they will be re-sent",
+                    extra={"outcome": "mark_seen_failed", "error": str(exc)},
+                )
+            for read, entry in sent:
+                read.report.enqueued += 1
+                self.logger.info(
+                    "enqueued",
+                    extra={"source": read.source.name, "entry_id": entry.entry_id, "outcome": "enqueued"},
+                )
+            if result.failed:
+                for (read, entry), (_, reason) in zip(chunk[len(sent) :], result.failed, strict=True):
+                    self.logger.error(
+                        "could not enqueue; the entry stays unseen and is sent next run",
+                        extra={
+                            "source": read.source.name,
+                            "entry_id": entry.entry_id,
+                            "outcome": "enqueue_failed",
+                            "reason": reason,
+                        },
+                    )
+                unsent = outgoing[number * SEND_BATCH_LIMIT + len(sent) :]
+                incomplete.update(read.source.name for read, _ in unsent)
+                break
+        return incomplete
+
+    def _conclude(
+        self, read: SourceRead, plan: Plan | None, incomplete: set[str], now: datetime
+    ) -> SourceState | None:
+        """One source's report and the state to save (None: leave it untouched)."""
+        report, state = read.report, read.state
         if read.unexpected is not None:
             raise read.unexpected
         if read.error is not None:
             return self._source_failed(state, report, read.error, now)
-        if report.outcome == "out_of_time" or read.page is None:
+        if read.page is None:  # out of time
             return None
+        fingerprint = page_fingerprint(read.source)
         if read.page.not_modified:
             self.logger.info(
                 "listing not modified since last run (HTTP 304)", extra={"outcome": "not_modified"}
             )
             return state.succeeded(now, read.page.validators, fingerprint, state.listing_key)
-        if read.first_run:
-            plan = plan_first_run(read.listed, read.source.first_run, budget)
-        else:
-            plan = plan_new(read.unseen, budget)
-        report.new = len(plan.send) + len(plan.deferred)
-        complete = self._execute(read.source, plan, report, now)
+        assert plan is not None
+        report.deferred = len(plan.send) - report.enqueued + len(plan.deferred)
+        for entry in plan.deferred:
+            self.logger.info(
+                "over this run's enqueue cap; waits for the next run",
+                extra={"entry_id": entry.entry_id, "outcome": "deferred"},
+            )
+        complete = plan.complete and report.deferred == 0 and read.source.name not in incomplete
         saved = state.succeeded(
             now,
             read.page.validators if complete else Validators(),
             fingerprint,
             read.listing_key if complete else None,
         )
-        if read.first_run:
-            self.store.sources.put(read.source.name, saved)  # at once: never baseline twice
         self.logger.info(
             "source done",
             extra={
@@ -434,55 +544,10 @@ class FetchCycle:
                 "pages": report.pages,
             },
         )
-        return None if read.first_run else saved
-
-    def _execute(self, source: Source, plan: Plan, report: SourceReport, now: datetime) -> bool:
-        """Record the baseline, then send oldest first and mark each batch seen."""
-        if plan.record:
-            self.store.seen.mark_seen(source.name, [e.entry_id for e in plan.record], now=now)
-            for entry in plan.record:
-                self.logger.debug(
-                    "recorded as seen (baseline)", extra={"entry_id": entry.entry_id, "outcome": "baseline"}
-                )
-            self.logger.info(
-                "first run: recorded the listing as the baseline",
-                extra={"outcome": "baseline", "recorded": len(plan.record), "to_send": len(plan.send)},
-            )
-        complete = plan.complete
-        sent = 0
-        for batch in batched(plan.send, SEND_BATCH_LIMIT, strict=False):
-            result = self.queue.send_batch([entry.to_message(source.name, now) for entry in batch])
-            if result.sent:
-                try:
-                    self.store.seen.mark_seen(source.name, [m.entry_id for m in result.sent], now=now)
-                except StateStoreError as exc:
-                    # Sent but not marked: next run sends them again and the
-                    # poster's idempotency absorbs the repeat. Nothing is lost.
-                    self.logger.error(
-                        "entries were enqueued but could not be marked seen; they will be re-sent",
-                        extra={"outcome": "mark_seen_failed", "error": str(exc)},
-                    )
-                    complete = False
-                for message in result.sent:
-                    self.logger.info("enqueued", extra={"entry_id": message.entry_id, "outcome": "enqueued"})
-                report.enqueued += len(result.sent)
-            sent += len(result.sent)
-            if result.failed:
-                for message, reason in result.failed:
-                    self.logger.error(
-                        "could not enqueue; the entry stays unseen and is sent next run",
-                        extra={"entry_id": message.entry_id, "outcome": "enqueue_failed", "reason": reason},
-                    )
-                report.deferred += len(plan.send) - sent
-                complete = False
-                break
-        report.deferred += len(plan.deferred)
-        for entry in plan.deferred:
-            self.logger.info(
-                "over this run's enqueue cap; waits for the next run",
-                extra={"entry_id": entry.entry_id, "outcome": "deferred"},
-            )
-        return complete
+        if read.first_run:
+            self.store.sources.put(read.source.name, saved)  # at once: never baseline twice
+            return None
+        return saved
 
     def _source_failed(
         self, state: SourceState, report: SourceReport, exc: SourceError, now: datetime
@@ -515,3 +580,8 @@ def page_fingerprint(source: Source) -> str:
 def listing_key(entries: list[Entry]) -> str:
     """Digest of a page's entry ids, in order."""
     return hashlib.sha256("\x00".join(e.entry_id for e in entries).encode()).hexdigest()[:32]
+
+
+def _host(source: Source) -> str:
+    """The per-host gate's key: host and port of the listing."""
+    return urlsplit(source.url).netloc

@@ -87,7 +87,7 @@ class Backlog(StateTable):
     def unpark(self, items: Sequence[BacklogItem]) -> None:
         """Delete backlog items once they are back on the queue."""
         for chunk in batched(items, BATCH_WRITE_LIMIT, strict=False):
-            self._batch_write(
+            self.batch_write(
                 [
                     {"DeleteRequest": {"Key": {"pk": s(f"BACKLOG#{i.source}"), "sk": s(i.order)}}}
                     for i in chunk

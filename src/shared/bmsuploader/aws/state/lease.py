@@ -62,19 +62,25 @@ class Leases(StateTable):
     def release(self, lease: Lease) -> bool:
         """Give the lease back early. False if it had expired and been taken over."""
         try:
-            self.client.delete_item(**self.release_request(lease))
+            self.client.delete_item(
+                TableName=self.table_name,
+                Key={"pk": s("LEASE"), "sk": s("fetcher")},
+                ConditionExpression="#owner = :owner",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":owner": s(lease.owner)},
+            )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return False
             raise
         return True
 
-    def release_request(self, lease: Lease) -> dict[str, Any]:
-        """The conditional DeleteItem that gives the lease back (alone or in a transaction)."""
-        return {
-            "TableName": self.table_name,
-            "Key": {"pk": s("LEASE"), "sk": s("fetcher")},
-            "ConditionExpression": "#owner = :owner",
-            "ExpressionAttributeNames": {"#owner": "owner"},
-            "ExpressionAttributeValues": {":owner": s(lease.owner)},
-        }
+    def release_request(self) -> dict[str, Any]:
+        """The lease's DeleteRequest, to end a run's last BatchWriteItem.
+
+        Unconditional, unlike :meth:`release`: a run cannot outlive its lease
+        (the lease lasts the invocation's remaining time plus a margin, and
+        Lambda stops the invocation at its timeout), so at the end of a run the
+        lease is still its own.
+        """
+        return {"DeleteRequest": {"Key": {"pk": s("LEASE"), "sk": s("fetcher")}}}

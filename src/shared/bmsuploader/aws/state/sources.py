@@ -66,12 +66,14 @@ class SourceState:
 class SourceStates(StateTable):
     def put(self, source: str, state: SourceState) -> None:
         """Write one source's state now (the first-run baseline: it must not wait for the run's end)."""
-        self.client.update_item(**self.update_request(source, state))
+        self.client.put_item(TableName=self.table_name, Item=self.item(source, state))
 
-    def update_request(self, source: str, state: SourceState) -> dict[str, Any]:
-        """The UpdateItem of the fetcher's fields (so nothing else stored on the item is
-        overwritten); usable alone or inside a TransactWriteItems."""
+    def item(self, source: str, state: SourceState) -> dict[str, Any]:
+        """The whole state item. The fetcher owns every attribute of it, so a put never
+        loses anything, and many go in one BatchWriteItem."""
         values: dict[str, Any] = {
+            "pk": s(source_pk(source)),
+            "sk": s("STATE"),
             "baseline_done": {"BOOL": state.baseline_done},
             "consecutive_failures": n(state.consecutive_failures),
         }
@@ -85,18 +87,7 @@ class SourceStates(StateTable):
             "last_error": state.last_error,
         }
         values.update({key: s(value) for key, value in optional.items() if value})
-        removed = [key for key, value in optional.items() if not value]
-        names = {f"#{key}": key for key in [*values, *removed]}
-        expression = "SET " + ", ".join(f"#{key} = :{key}" for key in values)
-        if removed:
-            expression += " REMOVE " + ", ".join(f"#{key}" for key in removed)
-        return {
-            "TableName": self.table_name,
-            "Key": {"pk": s(source_pk(source)), "sk": s("STATE")},
-            "UpdateExpression": expression,
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": {f":{key}": value for key, value in values.items()},
-        }
+        return values
 
     def run_state(self, names: Sequence[str], month: str) -> tuple[dict[str, SourceState], PosterControl]:
         """Every source's state and the poster's control item, in one BatchGetItem."""

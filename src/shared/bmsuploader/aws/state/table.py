@@ -70,7 +70,8 @@ class StateTable:
                 raise StateStoreError(f"DynamoDB left {len(pending)} key(s) unprocessed after retries")
         return found
 
-    def _batch_write(self, requests: list[Any]) -> None:
+    def batch_write(self, requests: list[Any]) -> None:
+        """One BatchWriteItem (at most 25 requests), retrying unprocessed items."""
         pending: dict[str, Any] = {self.table_name: requests}
         for attempt in range(_UNPROCESSED_ATTEMPTS):
             response = self.client.batch_write_item(RequestItems=pending)
