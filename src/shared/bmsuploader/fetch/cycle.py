@@ -64,23 +64,11 @@ from bmsuploader.contract.settings import Spending
 from bmsuploader.fetch.backlog import BacklogDrain
 from bmsuploader.fetch.catchup import ListedPage, Stop, walk
 from bmsuploader.fetch.dedup import Plan, plan_first_run, plan_new
-from bmsuploader.fetch.fetching import Page
+from bmsuploader.fetch.fetching import Page, PageFetcher
 from bmsuploader.fetch.parsing import Entry, has_next_page, parse_listing
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
-
-
-class PageSource(Protocol):
-    def fetch(
-        self,
-        url: str,
-        *,
-        source: str,
-        validators: Validators | None = None,
-        encoding: str | None = None,
-        budget_seconds: float | None = None,
-    ) -> Page: ...
 
 
 class MetricsSink(Protocol):
@@ -187,7 +175,7 @@ class FetchCycle:
     sources: tuple[Source, ...]
     store: StateStore
     queue: EntryQueue
-    pages: PageSource
+    pages: PageFetcher
     logger: Logger
     metrics: MetricsSink
     clock: Callable[[], datetime]
