@@ -79,6 +79,13 @@ def test_unknown_encoding() -> None:
     assert_names(message, "source 'up1'", "encoding: unknown encoding 'shift_jiss'")
 
 
+@pytest.mark.parametrize("encoding", ["base64", "rot13", "zlib", "undefined", "idna", "punycode", "utf-7"])
+def test_encoding_that_is_not_a_character_set(encoding: str) -> None:
+    # Python knows these codecs, but they are transforms or escapes, not a page's charset.
+    message = error_for({**CLASSIC, "encoding": encoding})
+    assert_names(message, "source 'up1'", f"encoding: {encoding!r} is not a character set")
+
+
 def test_page_url_template_without_page() -> None:
     message = error_for({**CLASSIC, "page_url_template": URL + "?page=2"})
     assert_names(message, "source 'up1'", "page_url_template:", "{page}")

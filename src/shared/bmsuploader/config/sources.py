@@ -24,6 +24,7 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bmsuploader.contract.errors import ConfigError
+from bmsuploader.fetch.decoding import normalise_encoding
 
 CONFIG_DIR = Path(__file__).resolve().parent
 #: Default sources file: ``src/shared/sources.toml`` in the repo, ``/opt/python/sources.toml``
@@ -148,6 +149,9 @@ class Source(BaseModel):
             codecs.lookup(value)
         except LookupError as exc:
             raise ValueError(f"unknown encoding {value!r}") from exc
+        # The decoder's own rule, so the file and the page agree on what a charset is.
+        if normalise_encoding(value) is None:
+            raise ValueError(f"{value!r} is not a character set (a page's charset, e.g. cp932 or EUC-JP)")
         return value
 
     @field_validator("end_of_listing")
