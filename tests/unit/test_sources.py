@@ -64,6 +64,46 @@ def test_bad_xpath_in_selectors() -> None:
     assert_names(message, "source 'up1'", "selectors.row: invalid XPath '//tr['")
 
 
+@pytest.mark.parametrize(
+    ("field", "xpath", "problem"),
+    [
+        # Each of these compiles, and used to fail only when a page was parsed (XPathEvalError).
+        ("title", "bogus(td[2])", "unknown function bogus()"),
+        ("title", "string-join(td, ' ')", "unknown function string-join()"),  # XPath 2.0
+        ("row", "//tr[has-link(td)]", "unknown function has-link()"),
+        ("title", "foo:bar(td[2])", "undefined namespace prefix 'foo'"),
+        ("url", "td[1]/x:a/@href", "undefined namespace prefix 'x'"),
+        ("row", "//h:tr", "undefined namespace prefix 'h'"),
+        ("title", "td[$n]", "variables ($n) are not supported"),
+        ("title", "td[2] | 1", "cannot be evaluated"),
+        ("row", "//tr | 1", "cannot be evaluated"),
+        ("size", "count(1)", "cannot be evaluated"),
+        ("row", "//tr[td | 'x']", "cannot be evaluated"),
+    ],
+)
+def test_xpath_that_compiles_but_cannot_run_fails_at_load(field: str, xpath: str, problem: str) -> None:
+    message = error_for({**CLASSIC, "selectors": {field: xpath}})
+    assert_names(message, "source 'up1'", f"selectors.{field}: ", repr(xpath), problem)
+
+
+@pytest.mark.parametrize("row", ["count(//tr)", "string(//tr)", "boolean(//tr)"])
+def test_row_selector_must_select_elements(row: str) -> None:
+    message = error_for({**CLASSIC, "selectors": {"row": row}})
+    assert_names(message, "source 'up1'", "selectors.row: ", "must select elements", "not a")
+
+
+def test_exslt_regular_expressions_are_part_of_the_dialect() -> None:
+    row = "//tr[re:test(string(td[1]//a/@href), 'up\\d+\\.zip$')]"
+    config = parse_sources({"source": [{**CLASSIC, "selectors": {"row": row}}]})
+    assert config.sources[0].selectors is not None
+    assert config.sources[0].selectors.row == row
+
+
+def test_exslt_regular_expression_that_does_not_compile() -> None:
+    message = error_for({**CLASSIC, "selectors": {"row": "//tr[re:test(td[1]//a/@href, '(')]"}})
+    assert_names(message, "source 'up1'", "selectors.row: ", "cannot be evaluated")
+
+
 def test_bad_id_regex() -> None:
     message = error_for({**CLASSIC, "id_regex": r"(\d+"})
     assert_names(message, "source 'up1'", "id_regex: invalid regular expression")

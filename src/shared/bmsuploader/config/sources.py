@@ -20,9 +20,17 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from lxml import etree
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from bmsuploader.config.xpath import XPathKind, check_xpath
 from bmsuploader.contract.errors import ConfigError
 from bmsuploader.fetch.decoding import normalise_encoding
 
@@ -44,15 +52,9 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _Strict = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_xpath(value: str) -> str:
-    try:
-        etree.XPath(value)
-    except etree.XPathSyntaxError as exc:
-        raise ValueError(f"invalid XPath {value!r}: {exc}") from exc
-    return value
-
-
 XPathStr = Annotated[str, Field(min_length=1)]
+#: Selectors evaluated against the whole document; the others are relative to a row.
+_DOCUMENT_SELECTORS = frozenset({"row", "next_page"})
 
 
 def _compile(value: str) -> re.Pattern[str]:
@@ -87,8 +89,16 @@ class Selectors(BaseModel):
 
     @field_validator("*")
     @classmethod
-    def _valid_xpath(cls, value: str | None) -> str | None:
-        return None if value is None else _check_xpath(value)
+    def _valid_xpath(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Compiled, read and tried on a sample page now, so a selector that cannot
+        # run fails here and not on every fetch (see bmsuploader.config.xpath).
+        if value is None:
+            return None
+        on_document = info.field_name in _DOCUMENT_SELECTORS
+        kind = check_xpath(value, "document" if on_document else "row")
+        if info.field_name == "row" and kind is not XPathKind.NODES:
+            raise ValueError(f"XPath {value!r} must select elements (one per upload), not a {kind}")
+        return value
 
 
 class FirstRun(BaseModel):
