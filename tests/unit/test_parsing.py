@@ -185,6 +185,89 @@ def test_custom_selectors_lists_attributes_and_numbers() -> None:
     )
 
 
+# --- odd bytes and bad items: a typed error or a reading, never a crash -------------
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "★1 曲名<br>\x01追加音源",
+        "★1 <p>曲名</p>\x01追加音源",
+        "★1 <ul><li>曲名</li>\x01<li>追加音源</li></ul>",
+        "★1 <div>曲名</div>\x02追加音源",
+    ],
+    ids=["br", "p", "li", "div"],
+)
+def test_a_control_character_after_a_line_break_in_a_cell(cell: str) -> None:
+    # Used to raise lxml's "ValueError: All strings must be XML compatible".
+    [entry] = parse_listing(classic(), table(row("./src/up00001.zip", cell)), page_url=LISTING_URL)
+
+    assert entry.title == "★1 曲名 追加音源"
+
+
+def test_paragraphs_and_list_items_read_as_separate_words() -> None:
+    text = table(row("./src/up00001.zip", "★1 曲名<p>追加音源</p><ul><li>a</li><li>b</li></ul>"))
+
+    [entry] = parse_listing(classic(), text, page_url=LISTING_URL)
+
+    assert entry.title == "★1 曲名 追加音源 a b"
+
+
+def test_a_nul_byte_in_a_cell_is_dropped_not_turned_into_a_replacement_character() -> None:
+    text = table(row("./src/up00001.zip", "★1 曲\x00名"))
+
+    [entry] = parse_listing(classic(), text, page_url=LISTING_URL)
+
+    assert entry.title == "★1 曲名"
+
+
+def test_a_lone_surrogate_in_the_text_is_dropped() -> None:
+    # Only a codec can make one (decode_page no longer uses unicode_escape); parsing must cope anyway.
+    text = table(row("./src/up00001.zip", "★1 曲\ud800名"))
+
+    [entry] = parse_listing(classic(), text, page_url=LISTING_URL)
+
+    assert entry.title == "★1 曲名"
+
+
+@pytest.mark.parametrize("href", ["http://[::1", "https://[bad]/up.zip"])
+def test_a_link_that_is_not_a_url_is_a_format_error_naming_the_row(href: str) -> None:
+    text = table(row("./src/up00002.zip"), f'<tr><td><a href="{href}">up00001.zip</a></td><td>t</td></tr>')
+    source = make_source(
+        kind="html",
+        selectors={
+            "row": "//tr[td]",
+            "entry_id": "td[1]/a",
+            "url": "string(td[1]/a/@href)",
+            "title": "td[2]",
+        },
+    )
+
+    with pytest.raises(SourceFormatError, match=r"row 2: url .*is not a URL"):
+        parse_listing(source, text, page_url=LISTING_URL)
+
+
+def test_a_page_url_that_is_not_a_url_is_a_format_error() -> None:
+    with pytest.raises(SourceFormatError, match=r"row 1: url .*is not a URL"):
+        parse_listing(classic(), table(row("./src/up00001.zip")), page_url="http://[::1")
+
+
+def test_a_selector_that_fails_only_on_some_pages_is_a_format_error() -> None:
+    # The sample page the config is tried on has no td.odd, so this one loads.
+    source = make_source(preset="classic-cgi", selectors={"title": "td[@class='odd'][count(1)]"})
+    text = table('<tr><td><a href="./src/up00001.zip">up00001.zip</a></td><td class="odd">t</td></tr>')
+
+    with pytest.raises(SourceFormatError, match=r"row 1: selectors\.title .* cannot be evaluated"):
+        parse_listing(source, text, page_url=LISTING_URL)
+
+
+def test_exslt_regular_expressions_work_when_parsing() -> None:
+    source = make_source(preset="classic-cgi", selectors={"row": "//tr[re:test(td[1]/a/@href, 'up\\d+')]"})
+    text = table(row("./src/up00002.zip"), row("./src/readme.txt"))
+
+    assert [e.entry_id for e in parse_listing(source, text, page_url=LISTING_URL)] == ["00002"]
+
+
 # --- RSS --------------------------------------------------------------------------
 
 
@@ -263,6 +346,45 @@ def test_rss_item_without_title_names_the_item() -> None:
 def test_unparseable_or_empty_feeds_are_errors(text: str, expected: str) -> None:
     with pytest.raises(SourceFormatError, match=expected):
         parse_listing(rss(), text, page_url=LISTING_URL)
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        "<![CDATA[<!DOCTYPE><SCRIPT]]>",
+        "&lt;!DOCTYPE&gt;&lt;SCRIPT",
+        "<![CDATA[<html><body>a</body><body>b]]>",
+    ],
+)
+def test_odd_html_in_a_description_is_read_not_a_crash(description: str) -> None:
+    # Used to raise a bare AssertionError ("too many bodies") from lxml.html.
+    text = feed(
+        f"<item><title>a</title><guid>1</guid><link>/1</link><description>{description}</description></item>"
+    )
+
+    [entry] = parse_listing(rss(), text, page_url=LISTING_URL)
+
+    assert entry.title == "a"
+    assert "<" not in entry.comment
+
+
+def test_an_rss_link_that_is_not_a_url_is_a_format_error_naming_the_item() -> None:
+    text = feed("<item><title>a</title><guid>1</guid><link>http://[::1</link></item>")
+
+    with pytest.raises(SourceFormatError, match=r"item 1: url .*is not a URL"):
+        parse_listing(rss(), text, page_url=LISTING_URL)
+
+
+def test_unicode_escape_declaration_with_a_surrogate_escape_reads_as_written() -> None:
+    body = (
+        b'<?xml version="1.0" encoding="unicode_escape"?>'
+        b'<rss version="2.0"><channel><item><title>\\ud800 x</title><guid>1</guid><link>/1</link></item>'
+        b"</channel></rss>"
+    )
+
+    [entry] = parse_listing(rss(), decode_page(body).text, page_url=LISTING_URL)
+
+    assert entry.title == "\\ud800 x"
 
 
 def test_external_entities_are_not_loaded() -> None:

@@ -9,6 +9,11 @@ A page that does not look like its configuration raises
 :class:`~bmsuploader.contract.errors.SourceFormatError` -- zero rows, a row without a
 required field, a feed that is not XML. "Nothing parsed" must never read as
 "nothing new": that is how a layout change goes unnoticed for weeks.
+
+Odd bytes are read, not crashed on: text is first made something lxml can
+hold (:func:`_readable`), and every failure that one row or item can cause
+-- a selector that cannot be evaluated on this page, a link that is not a
+URL -- is a :class:`SourceFormatError` naming the row or item and the field.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin
 
-import lxml.html
 from lxml import etree
 
 from bmsuploader.config.sources import Source
+from bmsuploader.config.xpath import compile_xpath
 from bmsuploader.contract.errors import SourceFormatError
 from bmsuploader.contract.message import EntryMessage
 
@@ -40,8 +45,16 @@ _FEED_PARSER = etree.XMLParser(
     huge_tree=False,
     remove_blank_text=True,
 )
+# Pinned to UTF-8: the text is already decoded (see _html_document).
+_HTML_PARSER = etree.HTMLParser(encoding="utf-8", no_network=True)
 _XML_DECLARATION = re.compile(r"^\ufeff?\s*<\?xml\b[^>]*\?>")
 _WHITESPACE = re.compile(r"\s+")
+# What lxml cannot hold in a tree: C0 controls but tab, LF and CR; lone
+# surrogates; U+FFFE and U+FFFF. A NUL would otherwise become U+FFFD in libxml2.
+_NOT_XML_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_OPENS_A_LINE = frozenset({"p", "div", "li"})
+_STRING_VALUE = etree.XPath("string()", smart_strings=False)
+_ATOM_LINKS = etree.XPath("a:link[@rel='alternate' or not(@rel)]/@href", namespaces=_A, smart_strings=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,18 +112,8 @@ def parse_listing(source: Source, text: str, *, page_url: str) -> list[Entry]:
 def _parse_html(source: Source, text: str, page_url: str) -> list[Entry]:
     selectors = source.selectors
     assert selectors is not None  # Source validation guarantees it for kind "html"
-    if not text.strip():
-        raise SourceFormatError(source.name, "page is empty")
-    # Parse UTF-8 bytes with the encoding pinned: the text is already decoded,
-    # and a leftover <meta charset=Shift_JIS> must not make libxml2 decode it again.
-    parser = lxml.html.HTMLParser(encoding="utf-8")
-    try:
-        document = lxml.html.document_fromstring(text.encode("utf-8"), parser=parser)
-    except (etree.ParserError, ValueError) as exc:
-        raise SourceFormatError(source.name, f"page is not parseable HTML: {exc}") from exc
-    _space_line_breaks(document)
-
-    rows = document.xpath(selectors.row)
+    document = _html_document(source, text)
+    rows = _evaluate(source, document, selectors.row, "row", "page")
     if not isinstance(rows, list) or not rows:
         raise SourceFormatError(
             source.name,
@@ -119,12 +122,15 @@ def _parse_html(source: Source, text: str, page_url: str) -> list[Entry]:
 
     entries = []
     for number, row in enumerate(rows, start=1):
+        where = f"row {number}"
         if not isinstance(row, etree._Element):
             raise SourceFormatError(source.name, f"selectors.row {selectors.row!r} must select elements")
 
-        def field(name: str, row: etree._Element = row) -> str | None:
+        def field(name: str, row: etree._Element = row, where: str = where) -> str | None:
             expression = getattr(selectors, name)
-            return None if expression is None else _xpath_text(row, expression)
+            if expression is None:
+                return None
+            return _xpath_text(_evaluate(source, row, expression, name, where))
 
         filename = field("filename") or None
         title = field("title")
@@ -132,18 +138,15 @@ def _parse_html(source: Source, text: str, page_url: str) -> list[Entry]:
         # cell is there, so name it after its file. A missing cell is an error.
         if title == "" and filename:
             title = filename
-        where = f"row {number}"
         raw_id = _required(
             source, where, "entry_id", field("entry_id"), f"selectors.entry_id {selectors.entry_id!r}"
         )
+        link = _required(source, where, "url", field("url"), f"selectors.url {selectors.url!r}")
         entries.append(
             Entry(
                 entry_id=_apply_id_regex(source, raw_id, where),
                 title=_required(source, where, "title", title, f"selectors.title {selectors.title!r}"),
-                url=urljoin(
-                    page_url,
-                    _required(source, where, "url", field("url"), f"selectors.url {selectors.url!r}"),
-                ),
+                url=_resolve(source, where, page_url, link),
                 comment=field("comment") or "",
                 uploaded_at=field("uploaded_at") or None,
                 filename=filename,
@@ -153,20 +156,47 @@ def _parse_html(source: Source, text: str, page_url: str) -> list[Entry]:
     return entries
 
 
-def _xpath_text(row: etree._Element, expression: str) -> str | None:
+def _html_document(source: Source, text: str) -> etree._Element:
+    """lxml's HTML tree of a page, line breaks read as spaces."""
+    readable = _readable(text)
+    if not readable.strip():
+        raise SourceFormatError(source.name, "page is empty")
+    # Parse UTF-8 bytes with the encoding pinned: the text is already decoded,
+    # and a leftover <meta charset=Shift_JIS> must not make libxml2 decode it again.
+    try:
+        document = etree.fromstring(readable.encode("utf-8"), _HTML_PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise SourceFormatError(source.name, f"page is not parseable HTML: {exc}") from exc
+    if document is None:
+        raise SourceFormatError(source.name, "page is empty")
+    _space_line_breaks(document)
+    return document
+
+
+def _evaluate(source: Source, context: etree._Element, expression: str, name: str, where: str) -> Any:
+    """A selector's result. The config check tried it on a sample page; what that
+    could not reach (a type error in a predicate) is a format error here."""
+    try:
+        return compile_xpath(expression)(context)
+    except (etree.XPathError, re.error) as exc:
+        raise SourceFormatError(
+            source.name, f"{where}: selectors.{name} {expression!r} cannot be evaluated: {exc}"
+        ) from exc
+
+
+def _xpath_text(result: Any) -> str | None:
     """Text of an XPath result: ``None`` if it matched nothing, else collapsed text.
 
     A list (elements, attributes, text nodes) gives its first non-empty item, so
     ``td[2]`` and ``td[2]/text()`` both work; a number from ``count()`` is its digits.
     """
-    result: Any = row.xpath(expression)
     items = result if isinstance(result, list) else [result]
     if not items:
         return None
     for item in items:
         if isinstance(item, etree._Element):
             # string() is the XPath string-value: all descendant text, no comments.
-            value = _collapse(str(item.xpath("string()")))
+            value = _collapse(_string_value(item))
         elif isinstance(item, bool):
             value = "true" if item else ""
         elif isinstance(item, float):
@@ -184,7 +214,7 @@ def _xpath_text(row: etree._Element, expression: str) -> str | None:
 def _parse_feed(source: Source, text: str) -> etree._Element:
     # lxml refuses a str that carries an encoding declaration, and the text is
     # already decoded anyway: drop the declaration and hand over UTF-8 bytes.
-    body = _XML_DECLARATION.sub("", text, count=1).lstrip("\ufeff").strip()
+    body = _XML_DECLARATION.sub("", _readable(text), count=1).lstrip("\ufeff").strip()
     if not body:
         raise SourceFormatError(source.name, "feed is empty")
     try:
@@ -209,7 +239,7 @@ def _parse_rss(source: Source, text: str, page_url: str) -> list[Entry]:
             Entry(
                 entry_id=_apply_id_regex(source, raw_id, where),
                 title=_required(source, where, "title", _child_text(item, "title"), "<title>"),
-                url=urljoin(page_url, _required(source, where, "url", link, "<link>")),
+                url=_resolve(source, where, page_url, _required(source, where, "url", link, "<link>")),
                 comment=_strip_tags(_child_text(item, "description")),
                 uploaded_at=_rfc822_to_iso(_child_text(item, "pubDate")),
             )
@@ -229,14 +259,16 @@ def _parse_atom(source: Source, text: str, page_url: str) -> list[Entry]:
         where = f"entry {number}"
         raw_id = _required(source, where, "entry_id", _child_text(item, "a:id"), "<id>")
         title = _required(source, where, "title", _strip_tags(_child_text(item, "a:title")), "<title>")
-        hrefs = item.xpath("a:link[@rel='alternate' or not(@rel)]/@href", namespaces=_A)
+        hrefs = _ATOM_LINKS(item)
         link = _collapse(str(hrefs[0])) if isinstance(hrefs, list) and hrefs else ""
         when = _child_text(item, "a:published") or _child_text(item, "a:updated")
         entries.append(
             Entry(
                 entry_id=_apply_id_regex(source, raw_id, where),
                 title=title,
-                url=urljoin(page_url, _required(source, where, "url", link, "<link rel='alternate'>")),
+                url=_resolve(
+                    source, where, page_url, _required(source, where, "url", link, "<link rel='alternate'>")
+                ),
                 comment=_strip_tags(_child_text(item, "a:summary") or _child_text(item, "a:content")),
                 uploaded_at=_iso_or_raw(when),
             )
@@ -251,26 +283,50 @@ def _required(source: Source, where: str, name: str, value: str | None, origin: 
     return value
 
 
+def _resolve(source: Source, where: str, page_url: str, link: str) -> str:
+    """``link`` resolved against the page's URL; a link that is not a URL is a format error."""
+    try:
+        return urljoin(page_url, link)
+    except ValueError as exc:  # e.g. "http://[::1": Invalid IPv6 URL
+        raise SourceFormatError(
+            source.name, f"{where}: url {link!r} (on {page_url!r}) is not a URL: {exc}"
+        ) from exc
+
+
 def _child_text(parent: etree._Element, path: str) -> str:
     child = parent.find(path, _A)
-    return "" if child is None else _collapse(str(child.xpath("string()")))
+    return "" if child is None else _collapse(_string_value(child))
 
 
 def _strip_tags(markup: str) -> str:
-    """Plain text of an HTML fragment (RSS descriptions are escaped HTML)."""
+    """Plain text of an HTML fragment (RSS descriptions are escaped HTML).
+
+    Parsed as a whole document with the plain HTML parser: ``lxml.html``'s
+    fragment functions assert on markup such as ``<!DOCTYPE><SCRIPT`` ("too
+    many bodies"). Script and style bodies are code, not text.
+    """
     if "<" not in markup and "&" not in markup:
         return markup
     try:
-        fragment = lxml.html.fragment_fromstring(markup, create_parent="div")
-    except (etree.ParserError, ValueError):
-        return markup
-    _space_line_breaks(fragment)
-    return _collapse(fragment.text_content())
+        document = etree.fromstring(markup.encode("utf-8"), _HTML_PARSER)
+    except etree.XMLSyntaxError:
+        return _collapse(markup)
+    if document is None:
+        return ""
+    etree.strip_elements(document, "script", "style", with_tail=False)
+    _space_line_breaks(document)
+    return _collapse(_string_value(document))
 
 
 def _space_line_breaks(root: etree._Element) -> None:
-    """Make ``曲名<br>追加音源`` read "曲名 追加音源", not "曲名追加音源"."""
+    """Make ``曲名<br>追加音源`` and ``曲名<p>追加音源</p>`` read "曲名 追加音源", not "曲名追加音源".
+
+    A space after each line break or block, and at the start of a paragraph,
+    division or list item. (Safe to set: the text went through :func:`_readable`.)
+    """
     for element in root.iter("br", "p", "div", "li", "tr"):
+        if element.tag in _OPENS_A_LINE:
+            element.text = " " + (element.text or "")
         element.tail = " " + (element.tail or "")
 
 
@@ -315,6 +371,16 @@ def _apply_id_regex(source: Source, value: str, where: str) -> str:
     return entry_id
 
 
+def _string_value(element: etree._Element) -> str:
+    """XPath's string-value: all descendant text, no comments."""
+    return str(_STRING_VALUE(element))
+
+
+def _readable(text: str) -> str:
+    """``text`` without what no reader sees and lxml cannot hold (see ``_NOT_XML_TEXT``)."""
+    return _NOT_XML_TEXT.sub("", text)
+
+
 def _collapse(value: str) -> str:
     return _WHITESPACE.sub(" ", value).strip()
 
@@ -339,14 +405,17 @@ def _fit_optional(field_name: str, value: str | None) -> str | None:
 def has_next_page(source: Source, text: str) -> bool | None:
     """Whether a listing page links to an older page (``selectors.next_page``).
 
-    ``None`` when the source does not say how to tell.
+    ``None`` when the source does not say how to tell, or the page cannot be read.
     """
     if source.selectors is None or source.selectors.next_page is None:
         return None
     try:
-        document = lxml.html.document_fromstring(
-            text.encode("utf-8"), parser=lxml.html.HTMLParser(encoding="utf-8")
+        document = _html_document(source, text)
+        return _xpath_text(
+            _evaluate(source, document, source.selectors.next_page, "next_page", "page")
+        ) not in (
+            None,
+            "",
         )
-    except (etree.ParserError, ValueError):
+    except SourceFormatError:
         return None
-    return _xpath_text(document, source.selectors.next_page) not in (None, "")
