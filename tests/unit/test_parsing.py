@@ -10,6 +10,7 @@ import pytest
 
 from bmsuploader.config.sources import Source, parse_sources
 from bmsuploader.contract.errors import SourceFormatError
+from bmsuploader.contract.message import parse_message
 from bmsuploader.fetch.decoding import decode_page
 from bmsuploader.fetch.parsing import Entry, parse_listing
 
@@ -453,6 +454,7 @@ def test_entry_to_message_carries_every_field() -> None:
         "fetched_at": fetched,
         "filename": "up00125.zip",
         "size": "1KB",
+        "original_entry_id": None,
     }
 
 
@@ -463,3 +465,74 @@ def test_an_absurdly_long_comment_is_cut_to_the_schema_limit() -> None:
 
     assert len(message.title) == 2000 and message.title.endswith("…")
     assert len(message.comment) == 4000
+
+
+# --- long ids and URLs ------------------------------------------------------------
+
+FETCHED = datetime(2026, 1, 3, 12, 0, tzinfo=UTC)
+# A permalink guid with its query string: normal in feeds, and over the schema's 256 characters.
+LONG_GUID = "https://uploader.example.jp/up/view.cgi?" + "&amp;".join(f"k{i}=v{i}" for i in range(40))
+
+
+def test_a_long_feed_id_gets_a_stable_short_form_and_the_message_keeps_the_original() -> None:
+    text = feed(f"<item><title>a</title><guid>{LONG_GUID}</guid><link>/1</link></item>")
+    guid = LONG_GUID.replace("&amp;", "&")
+    assert len(guid) > 256
+
+    [entry] = parse_listing(rss(), text, page_url=LISTING_URL)
+    [next_run] = parse_listing(rss(), text, page_url=LISTING_URL)
+    message = entry.to_message("test-up", FETCHED)
+
+    assert entry.entry_id == next_run.entry_id  # the same key in DynamoDB every run
+    assert len(entry.entry_id) <= 256
+    assert entry.entry_id.startswith(guid[:100])  # readable in the logs
+    assert (message.entry_id, message.original_entry_id) == (entry.entry_id, guid)
+    assert parse_message(message.to_json()) == message
+
+
+def test_long_ids_that_differ_only_at_the_end_stay_distinct() -> None:
+    base = "tag:uploader.example.jp,2026:" + "x" * 300
+    text = feed(
+        f"<item><title>a</title><guid>{base}1</guid><link>/1</link></item>",
+        f"<item><title>b</title><guid>{base}2</guid><link>/2</link></item>",
+    )
+
+    entries = parse_listing(rss(), text, page_url=LISTING_URL)
+
+    assert len({e.entry_id for e in entries}) == 2
+
+
+def test_an_id_too_big_for_the_dynamodb_key_is_shortened_too() -> None:
+    # 255 characters, but 1,020 bytes of UTF-8: with "ENTRY#", over DynamoDB's 1,024-byte sort key.
+    guid = "😀" * 255
+    text = feed(f"<item><title>a</title><guid>{guid}</guid><link>/1</link></item>")
+
+    [entry] = parse_listing(rss(), text, page_url=LISTING_URL)
+
+    assert len(entry.entry_id.encode()) < 1000
+    assert entry.to_message("test-up", FETCHED).original_entry_id == guid
+
+
+def test_an_id_within_the_limits_is_unchanged_and_its_message_reads_as_before() -> None:
+    text = feed("<item><title>a</title><guid>up00125</guid><link>/1</link></item>")
+
+    [entry] = parse_listing(rss(), text, page_url=LISTING_URL)
+    message = entry.to_message("test-up", FETCHED)
+
+    assert (entry.entry_id, message.original_entry_id) == ("up00125", None)
+    # No new key in the JSON: a poster that predates the field still reads this message.
+    assert "original_entry_id" not in message.to_json()
+
+
+def test_a_url_over_2000_characters_is_a_format_error_naming_the_item() -> None:
+    link = "https://uploader.example.jp/up/dl.cgi?f=" + "a" * 2000
+    text = feed(f"<item><title>a</title><guid>1</guid><link>{link}</link></item>")
+
+    with pytest.raises(SourceFormatError, match=r"item 1: url is 2040 characters, over the limit of 2000"):
+        parse_listing(rss(), text, page_url=LISTING_URL)
+
+
+def test_an_entry_the_message_schema_refuses_is_a_format_error_not_a_validation_error() -> None:
+    # parse_listing never builds one; this is the last line of defence in to_message.
+    with pytest.raises(SourceFormatError, match=r"source 'test-up': entry ' ': .*entry_id"):
+        Entry(" ", "t", "https://u.example/1").to_message("test-up", FETCHED)

@@ -27,11 +27,12 @@ from typing import Any
 from urllib.parse import urljoin
 
 from lxml import etree
+from pydantic import ValidationError
 
 from bmsuploader.config.sources import Source
 from bmsuploader.config.xpath import compile_xpath
 from bmsuploader.contract.errors import SourceFormatError
-from bmsuploader.contract.message import EntryMessage
+from bmsuploader.contract.message import MAX_URL_LENGTH, EntryMessage, stable_entry_id
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 _A = {"a": ATOM_NS}
@@ -61,6 +62,7 @@ _ATOM_LINKS = etree.XPath("a:link[@rel='alternate' or not(@rel)]/@href", namespa
 class Entry:
     """One upload as listed on a source page."""
 
+    #: the key: the source's id, or its short form (:func:`stable_entry_id`)
     entry_id: str
     title: str
     url: str
@@ -68,24 +70,34 @@ class Entry:
     uploaded_at: str | None = None
     filename: str | None = None
     size: str | None = None
+    #: the source's id when ``entry_id`` is its short form
+    original_id: str | None = None
 
     def to_message(self, source: str, fetched_at: datetime) -> EntryMessage:
         """The queue message for this entry.
 
         Free text is cut to the message schema's limits: one absurdly long
         comment on a listing must not make the whole run fail validation.
+        Parsing never yields an entry the schema refuses (ids are shortened,
+        long URLs are format errors); should one slip through, it is a
+        :class:`SourceFormatError` of the source, not an untyped crash.
         """
-        return EntryMessage(
-            source=source,
-            entry_id=self.entry_id,
-            title=_fit("title", self.title),
-            url=self.url,
-            comment=_fit("comment", self.comment),
-            uploaded_at=_fit_optional("uploaded_at", self.uploaded_at),
-            fetched_at=fetched_at,
-            filename=_fit_optional("filename", self.filename),
-            size=_fit_optional("size", self.size),
-        )
+        try:
+            return EntryMessage(
+                source=source,
+                entry_id=self.entry_id,
+                title=_fit("title", self.title),
+                url=self.url,
+                comment=_fit("comment", self.comment),
+                uploaded_at=_fit_optional("uploaded_at", self.uploaded_at),
+                fetched_at=fetched_at,
+                filename=_fit_optional("filename", self.filename),
+                size=_fit_optional("size", self.size),
+                original_entry_id=_fit_optional("original_entry_id", self.original_id),
+            )
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise SourceFormatError(source, f"entry {self.entry_id!r}: {problems}") from exc
 
 
 def parse_listing(source: Source, text: str, *, page_url: str) -> list[Entry]:
@@ -142,9 +154,11 @@ def _parse_html(source: Source, text: str, page_url: str) -> list[Entry]:
             source, where, "entry_id", field("entry_id"), f"selectors.entry_id {selectors.entry_id!r}"
         )
         link = _required(source, where, "url", field("url"), f"selectors.url {selectors.url!r}")
+        entry_id, original_id = _entry_id(source, raw_id, where)
         entries.append(
             Entry(
-                entry_id=_apply_id_regex(source, raw_id, where),
+                entry_id=entry_id,
+                original_id=original_id,
                 title=_required(source, where, "title", title, f"selectors.title {selectors.title!r}"),
                 url=_resolve(source, where, page_url, link),
                 comment=field("comment") or "",
@@ -235,9 +249,11 @@ def _parse_rss(source: Source, text: str, page_url: str) -> list[Entry]:
         where = f"item {number}"
         link = _child_text(item, "link")
         raw_id = _required(source, where, "entry_id", _child_text(item, "guid") or link, "no guid or link")
+        entry_id, original_id = _entry_id(source, raw_id, where)
         entries.append(
             Entry(
-                entry_id=_apply_id_regex(source, raw_id, where),
+                entry_id=entry_id,
+                original_id=original_id,
                 title=_required(source, where, "title", _child_text(item, "title"), "<title>"),
                 url=_resolve(source, where, page_url, _required(source, where, "url", link, "<link>")),
                 comment=_strip_tags(_child_text(item, "description")),
@@ -262,9 +278,11 @@ def _parse_atom(source: Source, text: str, page_url: str) -> list[Entry]:
         hrefs = _ATOM_LINKS(item)
         link = _collapse(str(hrefs[0])) if isinstance(hrefs, list) and hrefs else ""
         when = _child_text(item, "a:published") or _child_text(item, "a:updated")
+        entry_id, original_id = _entry_id(source, raw_id, where)
         entries.append(
             Entry(
-                entry_id=_apply_id_regex(source, raw_id, where),
+                entry_id=entry_id,
+                original_id=original_id,
                 title=title,
                 url=_resolve(
                     source, where, page_url, _required(source, where, "url", link, "<link rel='alternate'>")
@@ -286,11 +304,19 @@ def _required(source: Source, where: str, name: str, value: str | None, origin: 
 def _resolve(source: Source, where: str, page_url: str, link: str) -> str:
     """``link`` resolved against the page's URL; a link that is not a URL is a format error."""
     try:
-        return urljoin(page_url, link)
+        url = urljoin(page_url, link)
     except ValueError as exc:  # e.g. "http://[::1": Invalid IPv6 URL
         raise SourceFormatError(
             source.name, f"{where}: url {link!r} (on {page_url!r}) is not a URL: {exc}"
         ) from exc
+    if len(url) > MAX_URL_LENGTH:
+        # Cutting it would post a broken link; no download link is this long.
+        raise SourceFormatError(
+            source.name,
+            f"{where}: url is {len(url)} characters, over the limit of {MAX_URL_LENGTH} "
+            f"(not a download link the bot can announce): {url[:80]!r}...",
+        )
+    return url
 
 
 def _child_text(parent: etree._Element, path: str) -> str:
@@ -349,6 +375,13 @@ def _iso_or_raw(value: str) -> str | None:
 
 
 # --- shared -------------------------------------------------------------------
+
+
+def _entry_id(source: Source, value: str, where: str) -> tuple[str, str | None]:
+    """The entry's key and, when the key is a short form, the source's own id."""
+    own = _apply_id_regex(source, value, where)
+    key = stable_entry_id(own)
+    return key, (None if key == own else own)
 
 
 def _apply_id_regex(source: Source, value: str, where: str) -> str:
