@@ -428,6 +428,99 @@ def test_atom_feed() -> None:
     ]
 
 
+def atom_source() -> Source:
+    return make_source(kind="atom", url="https://uploader.example.jp/up/atom.xml")
+
+
+def atom(*entries: str) -> str:
+    return f'<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>{"".join(entries)}</feed>'
+
+
+def atom_entry(title: str, extra: str = "") -> str:
+    return f'<entry><id>tag:u.example,2026:1</id>{title}<link href="/1"/>{extra}</entry>'
+
+
+XHTML = 'xmlns="http://www.w3.org/1999/xhtml"'
+
+
+@pytest.mark.parametrize(
+    ("title", "expected"),
+    [
+        # type="text" (also the default): the text is what it says, markup-looking or not.
+        ("<title>曲名 &lt;EX&gt; 差分</title>", "曲名 <EX> 差分"),
+        ('<title type="text">Tom &amp;amp; Jerry</title>', "Tom &amp; Jerry"),
+        ('<title type="text">★3 a&lt;br&gt;b</title>', "★3 a<br>b"),
+        # type="html": escaped HTML, read as a browser shows it.
+        ('<title type="html">曲名 &lt;b&gt;EX&lt;/b&gt; &amp;amp; 差分</title>', "曲名 EX & 差分"),
+        ('<title type="html">曲名 &amp;lt;EX&amp;gt;</title>', "曲名 <EX>"),
+        # type="xhtml": inline XHTML inside one div.
+        (f'<title type="xhtml"><div {XHTML}>曲名 <b>&lt;EX&gt;</b><br/>差分</div></title>', "曲名 <EX> 差分"),
+    ],
+)
+def test_atom_titles_are_read_by_their_type(title: str, expected: str) -> None:
+    [entry] = parse_listing(atom_source(), atom(atom_entry(title)), page_url=LISTING_URL)
+
+    assert entry.title == expected
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("<summary>a &lt;EX&gt;</summary>", "a <EX>"),
+        ('<summary type="html">a &lt;i&gt;EX&lt;/i&gt;</summary>', "a EX"),
+        (f'<summary type="xhtml"><div {XHTML}><p>a</p><p>b &amp; c</p></div></summary>', "a b & c"),
+        ('<content type="text/plain">x &lt;y&gt;</content>', "x <y>"),
+        ('<content type="text/html">&lt;p&gt;x&lt;/p&gt;</content>', "x"),
+        ('<content type="application/octet-stream">AAECAw==</content>', ""),  # not text
+        ('<content src="https://u.example/1.txt" type="text/plain"/>', ""),  # out of line
+    ],
+)
+def test_atom_summary_and_content_are_read_by_their_type(extra: str, expected: str) -> None:
+    [entry] = parse_listing(atom_source(), atom(atom_entry("<title>t</title>", extra)), page_url=LISTING_URL)
+
+    assert entry.comment == expected
+
+
+def test_rss_titles_are_text_and_descriptions_html() -> None:
+    # RSS's convention (and the profile's advice): a title is plain text; a description is escaped HTML.
+    text = feed(
+        "<item><title>Tom &amp;amp; Jerry &lt;EX&gt;</title><guid>1</guid><link>/1</link>"
+        "<description>Tom &amp;amp; Jerry &lt;b&gt;EX&lt;/b&gt;</description></item>"
+    )
+
+    [entry] = parse_listing(rss(), text, page_url=LISTING_URL)
+
+    assert (entry.title, entry.comment) == ("Tom &amp; Jerry <EX>", "Tom & Jerry EX")
+
+
+RSS_091 = (
+    '<?xml version="1.0" encoding="ISO-8859-1"?>\n<!DOCTYPE rss PUBLIC "-//Netscape Communications//DTD RSS 0.91//EN"'
+    ' "http://my.netscape.com/publish/formats/rss-0.91.dtd">\n'
+)
+
+
+@pytest.mark.parametrize("doctype", [RSS_091, ""], ids=["rss-0.91-doctype", "no-doctype"])
+def test_html_named_entities_in_a_feed_are_read(doctype: str) -> None:
+    # The RSS 0.91 DTD declares HTML's Latin-1 entities; it is never loaded, so &copy; used to vanish.
+    text = doctype + (
+        '<rss version="0.91"><channel><title>t</title><item><title>&copy; 2026 曲名&nbsp;EX</title>'
+        "<link>http://u.example/1</link><description>a&hellip; &lt;b&gt;&amp;eacute;&lt;/b&gt;</description>"
+        "<comments><![CDATA[&copy;]]></comments></item></channel></rss>"
+    )
+
+    [entry] = parse_listing(rss(), text, page_url=LISTING_URL)
+
+    assert (entry.title, entry.comment) == ("© 2026 曲名 EX", "a… é")
+
+
+def test_a_nul_byte_in_a_feed_is_dropped() -> None:
+    text = feed("<item><title>曲\x00名</title><guid>1</guid><link>/1</link></item>")
+
+    [entry] = parse_listing(rss(), text, page_url=LISTING_URL)
+
+    assert entry.title == "曲名"
+
+
 def test_atom_source_given_an_rss_document_is_an_error() -> None:
     source = make_source(kind="atom", url="https://uploader.example.jp/up/atom.xml")
 

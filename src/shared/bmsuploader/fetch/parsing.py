@@ -10,6 +10,17 @@ A page that does not look like its configuration raises
 required field, a feed that is not XML. "Nothing parsed" must never read as
 "nothing new": that is how a layout change goes unnoticed for weeks.
 
+Feeds are read by their own rules, as a feed reader shows them:
+
+* RSS: ``guid`` (else ``link``) is the id, ``link`` the URL, ``title`` plain
+  text, ``description`` escaped HTML (tags dropped), ``pubDate`` RFC 822.
+  HTML's named entities (``&copy;``, ``&nbsp;``), which RSS 0.91's DTD
+  declares and many feeds use without one, are read as their characters.
+* Atom: ``id`` is the id, ``link`` (``rel="alternate"`` or no ``rel``) the
+  URL, ``title`` and ``summary`` (else ``content``) text constructs read by
+  their ``type``: ``text`` (the default) as written, ``html`` as escaped
+  HTML, ``xhtml`` as inline XHTML; ``published`` (else ``updated``) the date.
+
 Odd bytes are read, not crashed on: text is first made something lxml can
 hold (:func:`_readable`), and every failure that one row or item can cause
 -- a selector that cannot be evaluated on this page, a link that is not a
@@ -23,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from html.entities import html5 as _HTML_ENTITIES
 from typing import Any
 from urllib.parse import urljoin
 
@@ -35,6 +47,7 @@ from bmsuploader.contract.errors import SourceFormatError
 from bmsuploader.contract.message import MAX_URL_LENGTH, EntryMessage, stable_entry_id
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
+XHTML_NS = "http://www.w3.org/1999/xhtml"
 _A = {"a": ATOM_NS}
 
 # Feeds come from the network: no external entities, no DTD fetches, no
@@ -53,7 +66,13 @@ _WHITESPACE = re.compile(r"\s+")
 # What lxml cannot hold in a tree: C0 controls but tab, LF and CR; lone
 # surrogates; U+FFFE and U+FFFF. A NUL would otherwise become U+FFFD in libxml2.
 _NOT_XML_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_LINE_BREAKS = ("br", "p", "div", "li", "tr")
 _OPENS_A_LINE = frozenset({"p", "div", "li"})
+_XHTML_LINE_BREAKS = tuple(f"{{{XHTML_NS}}}{tag}" for tag in _LINE_BREAKS)
+_XHTML_OPENS_A_LINE = frozenset(f"{{{XHTML_NS}}}{tag}" for tag in _OPENS_A_LINE)
+# An HTML named entity outside CDATA sections and comments; XML's own five stay as they are.
+_ENTITY_OR_SKIP = re.compile(r"<!\[CDATA\[.*?\]\]>|<!--.*?-->|&([A-Za-z][A-Za-z0-9]*);", re.DOTALL)
+_XML_ENTITIES = frozenset({"amp", "lt", "gt", "quot", "apos"})
 _STRING_VALUE = etree.XPath("string()", smart_strings=False)
 _ATOM_LINKS = etree.XPath("a:link[@rel='alternate' or not(@rel)]/@href", namespaces=_A, smart_strings=False)
 
@@ -231,10 +250,23 @@ def _parse_feed(source: Source, text: str) -> etree._Element:
     body = _XML_DECLARATION.sub("", _readable(text), count=1).lstrip("\ufeff").strip()
     if not body:
         raise SourceFormatError(source.name, "feed is empty")
+    if "&" in body:
+        body = _ENTITY_OR_SKIP.sub(_character_reference, body)
     try:
         return etree.fromstring(body.encode("utf-8"), parser=_FEED_PARSER)
     except etree.XMLSyntaxError as exc:
         raise SourceFormatError(source.name, f"feed is not well-formed XML: {exc}") from exc
+
+
+def _character_reference(match: re.Match[str]) -> str:
+    """``&copy;`` -> ``&#169;``: the character, in a form XML needs no DTD for."""
+    name = match.group(1)
+    if name is None or name in _XML_ENTITIES:
+        return match.group()
+    characters = _HTML_ENTITIES.get(f"{name};")
+    if characters is None:
+        return match.group()  # not HTML's either: left to the parser (an external DTD's, or an error)
+    return "".join(f"&#{ord(c)};" for c in characters)
 
 
 def _parse_rss(source: Source, text: str, page_url: str) -> list[Entry]:
@@ -274,7 +306,7 @@ def _parse_atom(source: Source, text: str, page_url: str) -> list[Entry]:
     for number, item in enumerate(items, start=1):
         where = f"entry {number}"
         raw_id = _required(source, where, "entry_id", _child_text(item, "a:id"), "<id>")
-        title = _required(source, where, "title", _strip_tags(_child_text(item, "a:title")), "<title>")
+        title = _required(source, where, "title", _atom_text(item, "a:title"), "<title>")
         hrefs = _ATOM_LINKS(item)
         link = _collapse(str(hrefs[0])) if isinstance(hrefs, list) and hrefs else ""
         when = _child_text(item, "a:published") or _child_text(item, "a:updated")
@@ -287,7 +319,7 @@ def _parse_atom(source: Source, text: str, page_url: str) -> list[Entry]:
                 url=_resolve(
                     source, where, page_url, _required(source, where, "url", link, "<link rel='alternate'>")
                 ),
-                comment=_strip_tags(_child_text(item, "a:summary") or _child_text(item, "a:content")),
+                comment=_atom_text(item, "a:summary") or _atom_text(item, "a:content"),
                 uploaded_at=_iso_or_raw(when),
             )
         )
@@ -319,6 +351,24 @@ def _resolve(source: Source, where: str, page_url: str, link: str) -> str:
     return url
 
 
+def _atom_text(parent: etree._Element, path: str) -> str:
+    """An Atom text construct (RFC 4287 3.1; ``content``, 4.1.3), read by its ``type``."""
+    element = parent.find(path, _A)
+    if element is None or element.get("src") is not None:  # absent, or content out of line
+        return ""
+    kind = (element.get("type") or "text").strip().lower()
+    if kind in ("html", "text/html"):
+        return _strip_tags(_string_value(element))
+    if kind in ("xhtml", "application/xhtml+xml"):
+        div = element.find(f"{{{XHTML_NS}}}div")
+        node = element if div is None else div
+        _space_line_breaks(node, _XHTML_LINE_BREAKS, _XHTML_OPENS_A_LINE)
+        return _collapse(_string_value(node))
+    if kind == "text" or kind.startswith("text/"):
+        return _collapse(_string_value(element))
+    return ""  # another media type (e.g. base64 data): not text to announce
+
+
 def _child_text(parent: etree._Element, path: str) -> str:
     child = parent.find(path, _A)
     return "" if child is None else _collapse(_string_value(child))
@@ -344,14 +394,18 @@ def _strip_tags(markup: str) -> str:
     return _collapse(_string_value(document))
 
 
-def _space_line_breaks(root: etree._Element) -> None:
+def _space_line_breaks(
+    root: etree._Element,
+    tags: tuple[str, ...] = _LINE_BREAKS,
+    opening: frozenset[str] = _OPENS_A_LINE,
+) -> None:
     """Make ``曲名<br>追加音源`` and ``曲名<p>追加音源</p>`` read "曲名 追加音源", not "曲名追加音源".
 
     A space after each line break or block, and at the start of a paragraph,
     division or list item. (Safe to set: the text went through :func:`_readable`.)
     """
-    for element in root.iter("br", "p", "div", "li", "tr"):
-        if element.tag in _OPENS_A_LINE:
+    for element in root.iter(*tags):
+        if element.tag in opening:
             element.text = " " + (element.text or "")
         element.tail = " " + (element.tail or "")
 
