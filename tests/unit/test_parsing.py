@@ -105,6 +105,53 @@ def test_relative_urls_resolve_against_the_served_url_not_the_configured_one() -
     ]
 
 
+PAGER_ROW = (
+    '<tr><td><a href="upload.cgi?page=2">次のページ</a></td><td><a href="upload.cgi?page=3">3</a></td></tr>'
+)
+
+
+def test_a_pagination_row_inside_the_table_is_not_an_upload() -> None:
+    # It used to become entry "2" titled "3".
+    text = table(row("./src/up00003.zip"), PAGER_ROW)
+
+    entries = parse_listing(classic(), text, page_url=LISTING_URL)
+
+    assert [(e.entry_id, e.filename) for e in entries] == [("00003", "up00003.zip")]
+
+
+@pytest.mark.parametrize(
+    "href",
+    [
+        "upload.cgi",
+        "./upload.cgi?mode=admin",
+        "upload.cgi?page=2&sort=1",
+        "../index.html",
+        "http://uploader.example.jp/",
+        "#top",
+    ],
+)
+def test_layout_links_in_the_first_cell_are_not_uploads(href: str) -> None:
+    text = table(row("./src/up00003.zip"), f'<tr><td><a href="{href}">戻る</a></td><td>t</td></tr>')
+
+    assert [e.entry_id for e in parse_listing(classic(), text, page_url=LISTING_URL)] == ["00003"]
+
+
+@pytest.mark.parametrize(
+    "href",
+    [
+        "upload.cgi?get=00042",
+        "upload.cgi?mode=dl&get=00042",
+        "./src/up00042.zip",
+        "src/up00042.7z",
+        "/up/src/UP00042.LZH",
+    ],
+)
+def test_download_links_are_uploads(href: str) -> None:
+    [entry] = parse_listing(classic(), table(row(href)), page_url=LISTING_URL)
+
+    assert entry.entry_id == "00042"
+
+
 def test_duplicate_ids_on_one_page_keep_the_first() -> None:
     text = table(
         row("./src/up00009.zip", "新しい方"), row("./src/up00008.zip"), row("./src/up00009.zip", "古い方")
@@ -494,7 +541,8 @@ def test_rss_titles_are_text_and_descriptions_html() -> None:
 
 
 RSS_091 = (
-    '<?xml version="1.0" encoding="ISO-8859-1"?>\n<!DOCTYPE rss PUBLIC "-//Netscape Communications//DTD RSS 0.91//EN"'
+    '<?xml version="1.0" encoding="ISO-8859-1"?>\n'
+    '<!DOCTYPE rss PUBLIC "-//Netscape Communications//DTD RSS 0.91//EN"'
     ' "http://my.netscape.com/publish/formats/rss-0.91.dtd">\n'
 )
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bmsuploader.config.sources import DEFAULT_SOURCES_FILE, load_sources, parse_sources
+from bmsuploader.config.sources import DEFAULT_SOURCES_FILE, load_presets, load_sources, parse_sources
 from bmsuploader.contract.errors import ConfigError
 from bmsuploader.contract.settings import SourcesSettings
 
@@ -283,7 +283,7 @@ def test_preset_merge_source_overrides_one_selector() -> None:
     assert source.id_regex == r"(\d+)(?:\.[A-Za-z0-9]+)?$"  # from the preset
     assert source.selectors is not None
     assert source.selectors.title == "td[3]"  # overridden
-    assert source.selectors.row == "//tr[td[1]//a[@href]]"  # kept from the preset
+    assert source.selectors.row == load_presets()["classic-cgi"]["selectors"]["row"]  # kept from the preset
     assert source.selectors.size == "td[3]"
 
 
