@@ -12,7 +12,7 @@ from bmsuploader.config.sources import Source, parse_sources
 from bmsuploader.contract.errors import SourceFormatError
 from bmsuploader.contract.message import parse_message
 from bmsuploader.fetch.decoding import decode_page
-from bmsuploader.fetch.parsing import Entry, parse_listing
+from bmsuploader.fetch.parsing import Entry, has_next_page, parse_listing, parse_page
 
 PAGES = Path(__file__).resolve().parent.parent / "fixtures" / "pages"
 LISTING_URL = "https://uploader.example.jp/up/upload.cgi"
@@ -157,12 +157,43 @@ def test_duplicate_ids_on_one_page_keep_the_first() -> None:
         row("./src/up00009.zip", "新しい方"), row("./src/up00008.zip"), row("./src/up00009.zip", "古い方")
     )
 
-    entries = parse_listing(classic(), text, page_url=LISTING_URL)
+    page = parse_page(classic(), text, page_url=LISTING_URL)
 
-    assert [(e.entry_id, e.title) for e in entries] == [("00009", "新しい方"), ("00008", "差分")]
+    assert [(e.entry_id, e.title) for e in page.entries] == [("00009", "新しい方"), ("00008", "差分")]
+    assert (page.duplicates, page.duplicate_ids) == (1, ("00009",))  # for the fetcher to log and count
 
 
 # --- html errors ----------------------------------------------------------------
+
+
+NO_FILES = "該当するファイルはありません"
+
+
+def quiet_uploader(**fields: Any) -> Source:
+    return make_source(preset="classic-cgi", allow_empty=True, end_of_listing=NO_FILES, **fields)
+
+
+def test_an_empty_listing_is_read_only_where_the_page_says_so() -> None:
+    empty = table(f'<tr><td colspan="5">{NO_FILES}</td></tr>')
+
+    page = parse_page(quiet_uploader(), empty, page_url=LISTING_URL)
+
+    assert (page.entries, page.empty) == ((), True)
+
+
+def test_a_row_less_page_without_the_end_of_listing_text_is_still_an_error() -> None:
+    with pytest.raises(SourceFormatError, match="no rows matched"):
+        parse_listing(quiet_uploader(), fixture_text("maintenance_sjis.html"), page_url=LISTING_URL)
+
+
+def test_a_listing_that_says_it_has_more_pages() -> None:
+    source = make_source(preset="classic-cgi", selectors={"next_page": "//a[contains(., '次のページ')]"})
+    text = fixture_text("classic_sjis.html")
+
+    page = parse_page(source, text, page_url=LISTING_URL)
+
+    assert page.has_next is True and has_next_page(source, text) is True
+    assert parse_page(classic(), text, page_url=LISTING_URL).has_next is None  # no next_page selector
 
 
 def test_maintenance_page_with_zero_rows_is_an_error_naming_the_source() -> None:
@@ -323,6 +354,14 @@ def rss() -> Source:
     return make_source(kind="rss", url="https://uploader.example.jp/up/rss.xml")
 
 
+def atom_source() -> Source:
+    return make_source(kind="atom", url="https://uploader.example.jp/up/atom.xml")
+
+
+def atom(*entries: str) -> str:
+    return f'<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>{"".join(entries)}</feed>'
+
+
 def test_rss_feed_with_a_shift_jis_declaration() -> None:
     # decode_page reads the declaration; the parser then has to cope with a str
     # that still carries encoding="Shift_JIS".
@@ -387,7 +426,10 @@ def test_rss_item_without_title_names_the_item() -> None:
     [
         ("<rss version='2.0'><channel><item><title>a</title>", "not well-formed XML"),
         ("<html><body>メンテナンス中</body></html>", "expected an RSS 2.0 <rss> document, got <html>"),
-        (feed(), "no channel/item"),
+        (
+            "<rss version='2.0'><item><title>a</title><guid>1</guid><link>/1</link></item></rss>",
+            "no <channel>",
+        ),
         ("", "feed is empty"),
     ],
 )
@@ -435,6 +477,43 @@ def test_unicode_escape_declaration_with_a_surrogate_escape_reads_as_written() -
     assert entry.title == "\\ud800 x"
 
 
+def test_rss_items_sharing_a_guid_keep_the_first_and_are_counted() -> None:
+    text = feed(
+        "<item><title>新</title><guid>up1</guid><link>/1</link></item>",
+        "<item><title>b</title><guid>up2</guid><link>/2</link></item>",
+        "<item><title>旧</title><guid>up1</guid><link>/1-old</link></item>",
+        "<item><title>旧旧</title><guid>up1</guid><link>/1-older</link></item>",
+    )
+
+    page = parse_page(rss(), text, page_url=LISTING_URL)
+
+    assert [(e.entry_id, e.title) for e in page.entries] == [("up1", "新"), ("up2", "b")]
+    assert (page.duplicates, page.duplicate_ids) == (2, ("up1", "up1"))
+    assert parse_listing(rss(), text, page_url=LISTING_URL) == list(page.entries)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [feed(), '<rss version="2.0"><channel/></rss>', atom()],
+    ids=["rss", "rss-empty-channel", "atom"],
+)
+def test_an_empty_feed_is_a_quiet_source_not_an_error(text: str) -> None:
+    source = atom_source() if "Atom" in text else rss()
+
+    page = parse_page(source, text, page_url=LISTING_URL)
+
+    assert (page.entries, page.empty, page.duplicates) == ((), True, 0)
+    assert parse_listing(source, text, page_url=LISTING_URL) == []
+
+
+@pytest.mark.parametrize(("kind", "text"), [("rss", feed()), ("atom", atom())])
+def test_an_empty_feed_is_an_error_where_the_source_says_it_never_is(kind: str, text: str) -> None:
+    source = make_source(kind=kind, url="https://uploader.example.jp/up/feed", allow_empty=False)
+
+    with pytest.raises(SourceFormatError, match=r"no items.*allow_empty"):
+        parse_listing(source, text, page_url=LISTING_URL)
+
+
 def test_external_entities_are_not_loaded() -> None:
     text = '<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY xxe SYSTEM "file:///etc/hostname">]>' + feed(
         "<item><title>x &xxe; y</title><guid>1</guid><link>/1</link></item>"
@@ -473,14 +552,6 @@ def test_atom_feed() -> None:
             uploaded_at="2026-01-03T20:01:00+09:00",  # only updated
         ),
     ]
-
-
-def atom_source() -> Source:
-    return make_source(kind="atom", url="https://uploader.example.jp/up/atom.xml")
-
-
-def atom(*entries: str) -> str:
-    return f'<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>{"".join(entries)}</feed>'
 
 
 def atom_entry(title: str, extra: str = "") -> str:

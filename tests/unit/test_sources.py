@@ -126,6 +126,19 @@ def test_encoding_that_is_not_a_character_set(encoding: str) -> None:
     assert_names(message, "source 'up1'", f"encoding: {encoding!r} is not a character set")
 
 
+def test_an_empty_listing_needs_the_text_that_tells_it_from_an_error_page() -> None:
+    message = error_for({**CLASSIC, "allow_empty": True})
+    assert_names(message, "source 'up1'", "allow_empty = true", "end_of_listing")
+
+
+@pytest.mark.parametrize(("kind", "allowed"), [("rss", True), ("atom", True), ("html", False)])
+def test_empty_pages_are_allowed_for_feeds_and_not_for_listings_by_default(kind: str, allowed: bool) -> None:
+    raw: dict[str, Any] = {"name": "s", "url": URL, "kind": kind}
+    if kind == "html":
+        raw = {**CLASSIC, "name": "s"}
+    assert parse_sources({"source": [raw]}).sources[0].empty_allowed is allowed
+
+
 def test_page_url_template_without_page() -> None:
     message = error_for({**CLASSIC, "page_url_template": URL + "?page=2"})
     assert_names(message, "source 'up1'", "page_url_template:", "{page}")

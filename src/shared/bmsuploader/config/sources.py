@@ -145,6 +145,12 @@ class Source(BaseModel):
     #: ends there (e.g. "該当するファイルはありません"). Without it a row-less older
     #: page is a format error: it may be a maintenance page hiding uploads.
     end_of_listing: str | None = None
+    #: Whether a page that lists nothing is a quiet source rather than a format
+    #: error. Default: yes for feeds (a new or quiet feed is empty and still a
+    #: well-formed <rss>/<feed>), no for listings (a row-less page is what a
+    #: maintenance page or a layout change looks like). A listing may allow it
+    #: only together with end_of_listing, the text its empty page shows.
+    allow_empty: bool | None = None
     first_run: FirstRun = FirstRun()
     template: str = DEFAULT_TEMPLATE
     include_link: bool = True
@@ -217,7 +223,17 @@ class Source(BaseModel):
             raise ValueError(f"kind {self.kind!r} reads the feed's own fields; remove [selectors]")
         if self.max_pages > 1 and self.page_url_template is None:
             raise ValueError("max_pages > 1 needs page_url_template")
+        if self.kind == "html" and self.allow_empty and self.end_of_listing is None:
+            raise ValueError(
+                "allow_empty = true on a listing needs end_of_listing (the text the uploader shows when it "
+                "has no uploads): without it an empty listing cannot be told from a maintenance page"
+            )
         return self
+
+    @property
+    def empty_allowed(self) -> bool:
+        """``allow_empty`` with its default for the kind (see the field)."""
+        return self.kind != "html" if self.allow_empty is None else self.allow_empty
 
     def page_url(self, page: int) -> str:
         """URL of listing page ``page`` (1 is :attr:`url`)."""

@@ -30,7 +30,6 @@ URL -- is a :class:`SourceFormatError` naming the row or item and the field.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -119,33 +118,73 @@ class Entry:
             raise SourceFormatError(source, f"entry {self.entry_id!r}: {problems}") from exc
 
 
-def parse_listing(source: Source, text: str, *, page_url: str) -> list[Entry]:
-    """Entries on one page, in page order, first occurrence of each id kept.
+@dataclass(frozen=True, slots=True)
+class ParsedPage:
+    """One page, read: its entries and what reading it noticed."""
 
-    ``page_url`` is the URL the page was actually served from (after
-    redirects); relative links are resolved against it.
-    """
+    #: in page order (newest first on every source kind), one per id
+    entries: tuple[Entry, ...]
+    #: the id of every entry dropped because an earlier one on the page had it
+    #: (RSS items sharing a guid, a row listed twice); the fetcher logs and counts them
+    duplicate_ids: tuple[str, ...] = ()
+    #: whether the page links to an older page (``selectors.next_page``); ``None``
+    #: when the source does not say how to tell
+    has_next: bool | None = None
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.duplicate_ids)
+
+    @property
+    def empty(self) -> bool:
+        """A page that lists nothing, and may (``Source.empty_allowed``): a quiet
+        feed, or a listing showing its ``end_of_listing`` text. Any other page
+        without entries is a :class:`SourceFormatError`, never an empty page."""
+        return not self.entries
+
+
+def parse_page(source: Source, text: str, *, page_url: str) -> ParsedPage:
+    """Read one page. ``page_url`` is the URL it was actually served from (after
+    redirects); relative links are resolved against it."""
+    has_next = None
     if source.kind == "html":
-        entries: Iterable[Entry] = _parse_html(source, text, page_url)
+        entries, has_next = _parse_html(source, text, page_url)
     elif source.kind == "rss":
         entries = _parse_rss(source, text, page_url)
     else:
         entries = _parse_atom(source, text, page_url)
     unique: dict[str, Entry] = {}
+    duplicates: list[str] = []
     for entry in entries:
-        unique.setdefault(entry.entry_id, entry)
-    return list(unique.values())
+        if entry.entry_id in unique:
+            duplicates.append(entry.entry_id)
+        else:
+            unique[entry.entry_id] = entry
+    return ParsedPage(tuple(unique.values()), tuple(duplicates), has_next)
+
+
+def parse_listing(source: Source, text: str, *, page_url: str) -> list[Entry]:
+    """The entries of :func:`parse_page`, in page order, first occurrence of each id kept."""
+    return list(parse_page(source, text, page_url=page_url).entries)
 
 
 # --- html ---------------------------------------------------------------------
 
 
-def _parse_html(source: Source, text: str, page_url: str) -> list[Entry]:
+def _parse_html(source: Source, text: str, page_url: str) -> tuple[list[Entry], bool | None]:
     selectors = source.selectors
     assert selectors is not None  # Source validation guarantees it for kind "html"
     document = _html_document(source, text)
+    has_next = None
+    if selectors.next_page is not None:
+        has_next = _xpath_text(_evaluate(source, document, selectors.next_page, "next_page", "page")) not in (
+            None,
+            "",
+        )
     rows = _evaluate(source, document, selectors.row, "row", "page")
     if not isinstance(rows, list) or not rows:
+        if source.empty_allowed and source.end_of_listing and re.search(source.end_of_listing, text):
+            return [], has_next
         raise SourceFormatError(
             source.name,
             f"no rows matched selectors.row {selectors.row!r} (layout changed, or an error page?)",
@@ -186,7 +225,7 @@ def _parse_html(source: Source, text: str, page_url: str) -> list[Entry]:
                 size=field("size") or None,
             )
         )
-    return entries
+    return entries, has_next
 
 
 def _html_document(source: Source, text: str) -> etree._Element:
@@ -273,9 +312,12 @@ def _parse_rss(source: Source, text: str, page_url: str) -> list[Entry]:
     root = _parse_feed(source, text)
     if root.tag != "rss":
         raise SourceFormatError(source.name, f"expected an RSS 2.0 <rss> document, got <{root.tag}>")
-    items = root.findall("channel/item")
-    if not items:
-        raise SourceFormatError(source.name, "feed has no channel/item elements")
+    channel = root.find("channel")
+    if channel is None:
+        raise SourceFormatError(source.name, "feed has no <channel>")
+    items = channel.findall("item")
+    if not items and not source.empty_allowed:
+        raise SourceFormatError(source.name, "feed has no items (allow_empty = false for this source)")
     entries = []
     for number, item in enumerate(items, start=1):
         where = f"item {number}"
@@ -300,8 +342,10 @@ def _parse_atom(source: Source, text: str, page_url: str) -> list[Entry]:
     if root.tag != f"{{{ATOM_NS}}}feed":
         raise SourceFormatError(source.name, f"expected an Atom <feed> document, got <{root.tag}>")
     items = root.findall("a:entry", _A)
-    if not items:
-        raise SourceFormatError(source.name, "feed has no entry elements")
+    if not items and not source.empty_allowed:
+        raise SourceFormatError(
+            source.name, "feed has no items (<entry>; allow_empty = false for this source)"
+        )
     entries = []
     for number, item in enumerate(items, start=1):
         where = f"entry {number}"
@@ -492,17 +536,14 @@ def _fit_optional(field_name: str, value: str | None) -> str | None:
 def has_next_page(source: Source, text: str) -> bool | None:
     """Whether a listing page links to an older page (``selectors.next_page``).
 
-    ``None`` when the source does not say how to tell, or the page cannot be read.
+    ``None`` when the source does not say how to tell, or the page cannot be
+    read. (:attr:`ParsedPage.has_next` gives the same without a second parse.)
     """
     if source.selectors is None or source.selectors.next_page is None:
         return None
     try:
         document = _html_document(source, text)
-        return _xpath_text(
-            _evaluate(source, document, source.selectors.next_page, "next_page", "page")
-        ) not in (
-            None,
-            "",
-        )
+        result = _evaluate(source, document, source.selectors.next_page, "next_page", "page")
     except SourceFormatError:
         return None
+    return _xpath_text(result) not in (None, "")
