@@ -26,6 +26,11 @@ kind = "html"
 preset = "classic-cgi"
 url = "http://uploader.example/bms/upload.cgi"
 include_link = false
+
+[[source]]
+name = "feed"
+kind = "rss"
+url = "https://uploader.example.jp/up/rss.xml"
 """
 
 
@@ -81,11 +86,32 @@ def test_preview_honours_the_link_policy(sources: Path, capsys: pytest.CaptureFi
     assert lines and all("http" not in json.loads(line)["text"] for line in lines)
 
 
+def test_parse_notes_items_sharing_an_id(sources: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, err = run(capsys, "parse", sources, "feed", "feed_rss_duplicate_guid.xml")
+
+    assert code == 0
+    assert [json.loads(line)["title"] for line in lines] == [
+        "★5 夜桜～Sakura Night～ [ANOTHER] 修正版",  # the first of the two up00125 items
+        "▼2 ㈱ﾋﾞｰﾏﾆ商事 社歌 [INSANE]",
+    ]
+    assert err.strip() == (
+        "bmsuploader: note: 1 item(s) repeat an earlier item's id and were dropped "
+        "(the first is kept): up00125"
+    )
+
+
+def test_parse_of_an_empty_feed_says_so(sources: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, err = run(capsys, "parse", sources, "feed", "feed_rss_empty.xml")
+
+    assert (code, lines) == (0, [])
+    assert err.strip() == "bmsuploader: note: the page lists nothing (allowed for this source: allow_empty)"
+
+
 def test_unknown_source_is_a_one_line_error(sources: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, lines, err = run(capsys, "parse", sources, "nope")
 
     assert code == 2 and lines == []
-    assert err.strip() == "bmsuploader: error: no source named 'nope' in the file; known: up, nolink"
+    assert err.strip() == "bmsuploader: error: no source named 'nope' in the file; known: up, nolink, feed"
 
 
 def test_a_page_that_does_not_match_is_a_format_error(

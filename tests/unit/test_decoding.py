@@ -263,3 +263,60 @@ def test_every_euc_jp_label_means_euc_jis_2004(label: str) -> None:
 )
 def test_other_labels(label: str, expected: str | None) -> None:
     assert normalise_encoding(label) == expected
+
+
+# --- only character sets ------------------------------------------------------
+
+# Python codecs that are not character sets: bytes-to-bytes transforms, escapes,
+# IDNA and the deliberately failing "undefined". UTF-7 is a charset on paper but
+# no browser reads it (it hid scripts from filters), and it turns "+..-" into text.
+NOT_CHARSETS = [
+    "base64",
+    "rot13",
+    "zlib",
+    "bz2",
+    "hex",
+    "uu",
+    "quopri",
+    "undefined",
+    "idna",
+    "punycode",
+    "unicode_escape",
+    "raw_unicode_escape",
+    "utf-7",
+]
+
+
+@pytest.mark.parametrize("label", NOT_CHARSETS)
+def test_a_codec_that_is_not_a_character_set_is_no_charset(label: str) -> None:
+    assert normalise_encoding(label) is None
+
+
+@pytest.mark.parametrize("label", NOT_CHARSETS)
+def test_a_page_naming_a_non_text_codec_is_read_by_its_bytes(label: str) -> None:
+    body = html(TRICKY, meta=f'<meta charset="{label}">').encode("cp932")
+
+    page = decode_page(body, content_type=f"text/html; charset={label}")
+
+    assert (page.encoding, page.how) == ("cp932", "detected")
+    assert TRICKY in page.text
+
+
+@pytest.mark.parametrize("label", NOT_CHARSETS)
+def test_an_xml_declaration_naming_a_non_text_codec_is_ignored(label: str) -> None:
+    body = f'<?xml version="1.0" encoding="{label}"?><rss><title>\\ud800 ①</title></rss>'.encode()
+
+    page = decode_page(body)
+
+    assert (page.encoding, page.how) == ("utf-8", "detected")
+    assert page.text == body.decode("utf-8")  # "\ud800" stays six characters, no lone surrogate
+
+
+@pytest.mark.parametrize("label", NOT_CHARSETS)
+def test_a_non_text_override_is_not_used(label: str) -> None:
+    # The sources file refuses these (test_sources); called directly, the page's own evidence wins.
+    body = html(TRICKY, meta=SJIS_META).encode("cp932")
+
+    page = decode_page(body, override=label)
+
+    assert (page.encoding, page.how) == ("cp932", "meta")

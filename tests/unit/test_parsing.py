@@ -10,8 +10,9 @@ import pytest
 
 from bmsuploader.config.sources import Source, parse_sources
 from bmsuploader.contract.errors import SourceFormatError
+from bmsuploader.contract.message import parse_message
 from bmsuploader.fetch.decoding import decode_page
-from bmsuploader.fetch.parsing import Entry, parse_listing
+from bmsuploader.fetch.parsing import Entry, has_next_page, parse_listing, parse_page
 
 PAGES = Path(__file__).resolve().parent.parent / "fixtures" / "pages"
 LISTING_URL = "https://uploader.example.jp/up/upload.cgi"
@@ -104,17 +105,95 @@ def test_relative_urls_resolve_against_the_served_url_not_the_configured_one() -
     ]
 
 
+PAGER_ROW = (
+    '<tr><td><a href="upload.cgi?page=2">次のページ</a></td><td><a href="upload.cgi?page=3">3</a></td></tr>'
+)
+
+
+def test_a_pagination_row_inside_the_table_is_not_an_upload() -> None:
+    # It used to become entry "2" titled "3".
+    text = table(row("./src/up00003.zip"), PAGER_ROW)
+
+    entries = parse_listing(classic(), text, page_url=LISTING_URL)
+
+    assert [(e.entry_id, e.filename) for e in entries] == [("00003", "up00003.zip")]
+
+
+@pytest.mark.parametrize(
+    "href",
+    [
+        "upload.cgi",
+        "./upload.cgi?mode=admin",
+        "upload.cgi?page=2&sort=1",
+        "../index.html",
+        "http://uploader.example.jp/",
+        "#top",
+    ],
+)
+def test_layout_links_in_the_first_cell_are_not_uploads(href: str) -> None:
+    text = table(row("./src/up00003.zip"), f'<tr><td><a href="{href}">戻る</a></td><td>t</td></tr>')
+
+    assert [e.entry_id for e in parse_listing(classic(), text, page_url=LISTING_URL)] == ["00003"]
+
+
+@pytest.mark.parametrize(
+    "href",
+    [
+        "upload.cgi?get=00042",
+        "upload.cgi?mode=dl&get=00042",
+        "./src/up00042.zip",
+        "src/up00042.7z",
+        "/up/src/UP00042.LZH",
+    ],
+)
+def test_download_links_are_uploads(href: str) -> None:
+    [entry] = parse_listing(classic(), table(row(href)), page_url=LISTING_URL)
+
+    assert entry.entry_id == "00042"
+
+
 def test_duplicate_ids_on_one_page_keep_the_first() -> None:
     text = table(
         row("./src/up00009.zip", "新しい方"), row("./src/up00008.zip"), row("./src/up00009.zip", "古い方")
     )
 
-    entries = parse_listing(classic(), text, page_url=LISTING_URL)
+    page = parse_page(classic(), text, page_url=LISTING_URL)
 
-    assert [(e.entry_id, e.title) for e in entries] == [("00009", "新しい方"), ("00008", "差分")]
+    assert [(e.entry_id, e.title) for e in page.entries] == [("00009", "新しい方"), ("00008", "差分")]
+    assert (page.duplicates, page.duplicate_ids) == (1, ("00009",))  # for the fetcher to log and count
 
 
 # --- html errors ----------------------------------------------------------------
+
+
+NO_FILES = "該当するファイルはありません"
+
+
+def quiet_uploader(**fields: Any) -> Source:
+    return make_source(preset="classic-cgi", allow_empty=True, end_of_listing=NO_FILES, **fields)
+
+
+def test_an_empty_listing_is_read_only_where_the_page_says_so() -> None:
+    empty = table(f'<tr><td colspan="5">{NO_FILES}</td></tr>')
+
+    page = parse_page(quiet_uploader(), empty, page_url=LISTING_URL)
+
+    assert (page.entries, page.empty) == ((), True)
+
+
+def test_a_row_less_page_without_the_end_of_listing_text_is_still_an_error() -> None:
+    with pytest.raises(SourceFormatError, match="no rows matched"):
+        parse_listing(quiet_uploader(), fixture_text("maintenance_sjis.html"), page_url=LISTING_URL)
+
+
+def test_a_listing_that_says_it_has_more_pages() -> None:
+    source = make_source(preset="classic-cgi", selectors={"next_page": "//a[contains(., '次のページ')]"})
+    text = fixture_text("classic_sjis.html")
+
+    page = parse_page(source, text, page_url=LISTING_URL)
+
+    assert page.has_next is True and has_next_page(source, text) is True
+    assert parse_page(classic(), text, page_url=LISTING_URL).has_next is None  # no next_page selector
 
 
 def test_maintenance_page_with_zero_rows_is_an_error_naming_the_source() -> None:
@@ -185,11 +264,102 @@ def test_custom_selectors_lists_attributes_and_numbers() -> None:
     )
 
 
+# --- odd bytes and bad items: a typed error or a reading, never a crash -------------
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "★1 曲名<br>\x01追加音源",
+        "★1 <p>曲名</p>\x01追加音源",
+        "★1 <ul><li>曲名</li>\x01<li>追加音源</li></ul>",
+        "★1 <div>曲名</div>\x02追加音源",
+    ],
+    ids=["br", "p", "li", "div"],
+)
+def test_a_control_character_after_a_line_break_in_a_cell(cell: str) -> None:
+    # Used to raise lxml's "ValueError: All strings must be XML compatible".
+    [entry] = parse_listing(classic(), table(row("./src/up00001.zip", cell)), page_url=LISTING_URL)
+
+    assert entry.title == "★1 曲名 追加音源"
+
+
+def test_paragraphs_and_list_items_read_as_separate_words() -> None:
+    text = table(row("./src/up00001.zip", "★1 曲名<p>追加音源</p><ul><li>a</li><li>b</li></ul>"))
+
+    [entry] = parse_listing(classic(), text, page_url=LISTING_URL)
+
+    assert entry.title == "★1 曲名 追加音源 a b"
+
+
+def test_a_nul_byte_in_a_cell_is_dropped_not_turned_into_a_replacement_character() -> None:
+    text = table(row("./src/up00001.zip", "★1 曲\x00名"))
+
+    [entry] = parse_listing(classic(), text, page_url=LISTING_URL)
+
+    assert entry.title == "★1 曲名"
+
+
+def test_a_lone_surrogate_in_the_text_is_dropped() -> None:
+    # Only a codec can make one (decode_page no longer uses unicode_escape); parsing must cope anyway.
+    text = table(row("./src/up00001.zip", "★1 曲\ud800名"))
+
+    [entry] = parse_listing(classic(), text, page_url=LISTING_URL)
+
+    assert entry.title == "★1 曲名"
+
+
+@pytest.mark.parametrize("href", ["http://[::1", "https://[bad]/up.zip"])
+def test_a_link_that_is_not_a_url_is_a_format_error_naming_the_row(href: str) -> None:
+    text = table(row("./src/up00002.zip"), f'<tr><td><a href="{href}">up00001.zip</a></td><td>t</td></tr>')
+    source = make_source(
+        kind="html",
+        selectors={
+            "row": "//tr[td]",
+            "entry_id": "td[1]/a",
+            "url": "string(td[1]/a/@href)",
+            "title": "td[2]",
+        },
+    )
+
+    with pytest.raises(SourceFormatError, match=r"row 2: url .*is not a URL"):
+        parse_listing(source, text, page_url=LISTING_URL)
+
+
+def test_a_page_url_that_is_not_a_url_is_a_format_error() -> None:
+    with pytest.raises(SourceFormatError, match=r"row 1: url .*is not a URL"):
+        parse_listing(classic(), table(row("./src/up00001.zip")), page_url="http://[::1")
+
+
+def test_a_selector_that_fails_only_on_some_pages_is_a_format_error() -> None:
+    # The sample page the config is tried on has no td.odd, so this one loads.
+    source = make_source(preset="classic-cgi", selectors={"title": "td[@class='odd'][count(1)]"})
+    text = table('<tr><td><a href="./src/up00001.zip">up00001.zip</a></td><td class="odd">t</td></tr>')
+
+    with pytest.raises(SourceFormatError, match=r"row 1: selectors\.title .* cannot be evaluated"):
+        parse_listing(source, text, page_url=LISTING_URL)
+
+
+def test_exslt_regular_expressions_work_when_parsing() -> None:
+    source = make_source(preset="classic-cgi", selectors={"row": "//tr[re:test(td[1]/a/@href, 'up\\d+')]"})
+    text = table(row("./src/up00002.zip"), row("./src/readme.txt"))
+
+    assert [e.entry_id for e in parse_listing(source, text, page_url=LISTING_URL)] == ["00002"]
+
+
 # --- RSS --------------------------------------------------------------------------
 
 
 def rss() -> Source:
     return make_source(kind="rss", url="https://uploader.example.jp/up/rss.xml")
+
+
+def atom_source() -> Source:
+    return make_source(kind="atom", url="https://uploader.example.jp/up/atom.xml")
+
+
+def atom(*entries: str) -> str:
+    return f'<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>{"".join(entries)}</feed>'
 
 
 def test_rss_feed_with_a_shift_jis_declaration() -> None:
@@ -256,13 +426,92 @@ def test_rss_item_without_title_names_the_item() -> None:
     [
         ("<rss version='2.0'><channel><item><title>a</title>", "not well-formed XML"),
         ("<html><body>メンテナンス中</body></html>", "expected an RSS 2.0 <rss> document, got <html>"),
-        (feed(), "no channel/item"),
+        (
+            "<rss version='2.0'><item><title>a</title><guid>1</guid><link>/1</link></item></rss>",
+            "no <channel>",
+        ),
         ("", "feed is empty"),
     ],
 )
 def test_unparseable_or_empty_feeds_are_errors(text: str, expected: str) -> None:
     with pytest.raises(SourceFormatError, match=expected):
         parse_listing(rss(), text, page_url=LISTING_URL)
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        "<![CDATA[<!DOCTYPE><SCRIPT]]>",
+        "&lt;!DOCTYPE&gt;&lt;SCRIPT",
+        "<![CDATA[<html><body>a</body><body>b]]>",
+    ],
+)
+def test_odd_html_in_a_description_is_read_not_a_crash(description: str) -> None:
+    # Used to raise a bare AssertionError ("too many bodies") from lxml.html.
+    text = feed(
+        f"<item><title>a</title><guid>1</guid><link>/1</link><description>{description}</description></item>"
+    )
+
+    [entry] = parse_listing(rss(), text, page_url=LISTING_URL)
+
+    assert entry.title == "a"
+    assert "<" not in entry.comment
+
+
+def test_an_rss_link_that_is_not_a_url_is_a_format_error_naming_the_item() -> None:
+    text = feed("<item><title>a</title><guid>1</guid><link>http://[::1</link></item>")
+
+    with pytest.raises(SourceFormatError, match=r"item 1: url .*is not a URL"):
+        parse_listing(rss(), text, page_url=LISTING_URL)
+
+
+def test_unicode_escape_declaration_with_a_surrogate_escape_reads_as_written() -> None:
+    body = (
+        b'<?xml version="1.0" encoding="unicode_escape"?>'
+        b'<rss version="2.0"><channel><item><title>\\ud800 x</title><guid>1</guid><link>/1</link></item>'
+        b"</channel></rss>"
+    )
+
+    [entry] = parse_listing(rss(), decode_page(body).text, page_url=LISTING_URL)
+
+    assert entry.title == "\\ud800 x"
+
+
+def test_rss_items_sharing_a_guid_keep_the_first_and_are_counted() -> None:
+    text = feed(
+        "<item><title>新</title><guid>up1</guid><link>/1</link></item>",
+        "<item><title>b</title><guid>up2</guid><link>/2</link></item>",
+        "<item><title>旧</title><guid>up1</guid><link>/1-old</link></item>",
+        "<item><title>旧旧</title><guid>up1</guid><link>/1-older</link></item>",
+    )
+
+    page = parse_page(rss(), text, page_url=LISTING_URL)
+
+    assert [(e.entry_id, e.title) for e in page.entries] == [("up1", "新"), ("up2", "b")]
+    assert (page.duplicates, page.duplicate_ids) == (2, ("up1", "up1"))
+    assert parse_listing(rss(), text, page_url=LISTING_URL) == list(page.entries)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [feed(), '<rss version="2.0"><channel/></rss>', atom()],
+    ids=["rss", "rss-empty-channel", "atom"],
+)
+def test_an_empty_feed_is_a_quiet_source_not_an_error(text: str) -> None:
+    source = atom_source() if "Atom" in text else rss()
+
+    page = parse_page(source, text, page_url=LISTING_URL)
+
+    assert (page.entries, page.empty, page.duplicates) == ((), True, 0)
+    assert parse_listing(source, text, page_url=LISTING_URL) == []
+
+
+@pytest.mark.parametrize(("kind", "text"), [("rss", feed()), ("atom", atom())])
+def test_an_empty_feed_is_an_error_where_the_source_says_it_never_is(kind: str, text: str) -> None:
+    source = make_source(kind=kind, url="https://uploader.example.jp/up/feed", allow_empty=False)
+
+    with pytest.raises(SourceFormatError, match=r"no items.*allow_empty"):
+        parse_listing(source, text, page_url=LISTING_URL)
 
 
 def test_external_entities_are_not_loaded() -> None:
@@ -305,6 +554,92 @@ def test_atom_feed() -> None:
     ]
 
 
+def atom_entry(title: str, extra: str = "") -> str:
+    return f'<entry><id>tag:u.example,2026:1</id>{title}<link href="/1"/>{extra}</entry>'
+
+
+XHTML = 'xmlns="http://www.w3.org/1999/xhtml"'
+
+
+@pytest.mark.parametrize(
+    ("title", "expected"),
+    [
+        # type="text" (also the default): the text is what it says, markup-looking or not.
+        ("<title>曲名 &lt;EX&gt; 差分</title>", "曲名 <EX> 差分"),
+        ('<title type="text">Tom &amp;amp; Jerry</title>', "Tom &amp; Jerry"),
+        ('<title type="text">★3 a&lt;br&gt;b</title>', "★3 a<br>b"),
+        # type="html": escaped HTML, read as a browser shows it.
+        ('<title type="html">曲名 &lt;b&gt;EX&lt;/b&gt; &amp;amp; 差分</title>', "曲名 EX & 差分"),
+        ('<title type="html">曲名 &amp;lt;EX&amp;gt;</title>', "曲名 <EX>"),
+        # type="xhtml": inline XHTML inside one div.
+        (f'<title type="xhtml"><div {XHTML}>曲名 <b>&lt;EX&gt;</b><br/>差分</div></title>', "曲名 <EX> 差分"),
+    ],
+)
+def test_atom_titles_are_read_by_their_type(title: str, expected: str) -> None:
+    [entry] = parse_listing(atom_source(), atom(atom_entry(title)), page_url=LISTING_URL)
+
+    assert entry.title == expected
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("<summary>a &lt;EX&gt;</summary>", "a <EX>"),
+        ('<summary type="html">a &lt;i&gt;EX&lt;/i&gt;</summary>', "a EX"),
+        (f'<summary type="xhtml"><div {XHTML}><p>a</p><p>b &amp; c</p></div></summary>', "a b & c"),
+        ('<content type="text/plain">x &lt;y&gt;</content>', "x <y>"),
+        ('<content type="text/html">&lt;p&gt;x&lt;/p&gt;</content>', "x"),
+        ('<content type="application/octet-stream">AAECAw==</content>', ""),  # not text
+        ('<content src="https://u.example/1.txt" type="text/plain"/>', ""),  # out of line
+    ],
+)
+def test_atom_summary_and_content_are_read_by_their_type(extra: str, expected: str) -> None:
+    [entry] = parse_listing(atom_source(), atom(atom_entry("<title>t</title>", extra)), page_url=LISTING_URL)
+
+    assert entry.comment == expected
+
+
+def test_rss_titles_are_text_and_descriptions_html() -> None:
+    # RSS's convention (and the profile's advice): a title is plain text; a description is escaped HTML.
+    text = feed(
+        "<item><title>Tom &amp;amp; Jerry &lt;EX&gt;</title><guid>1</guid><link>/1</link>"
+        "<description>Tom &amp;amp; Jerry &lt;b&gt;EX&lt;/b&gt;</description></item>"
+    )
+
+    [entry] = parse_listing(rss(), text, page_url=LISTING_URL)
+
+    assert (entry.title, entry.comment) == ("Tom &amp; Jerry <EX>", "Tom & Jerry EX")
+
+
+RSS_091 = (
+    '<?xml version="1.0" encoding="ISO-8859-1"?>\n'
+    '<!DOCTYPE rss PUBLIC "-//Netscape Communications//DTD RSS 0.91//EN"'
+    ' "http://my.netscape.com/publish/formats/rss-0.91.dtd">\n'
+)
+
+
+@pytest.mark.parametrize("doctype", [RSS_091, ""], ids=["rss-0.91-doctype", "no-doctype"])
+def test_html_named_entities_in_a_feed_are_read(doctype: str) -> None:
+    # The RSS 0.91 DTD declares HTML's Latin-1 entities; it is never loaded, so &copy; used to vanish.
+    text = doctype + (
+        '<rss version="0.91"><channel><title>t</title><item><title>&copy; 2026 曲名&nbsp;EX</title>'
+        "<link>http://u.example/1</link><description>a&hellip; &lt;b&gt;&amp;eacute;&lt;/b&gt;</description>"
+        "<comments><![CDATA[&copy;]]></comments></item></channel></rss>"
+    )
+
+    [entry] = parse_listing(rss(), text, page_url=LISTING_URL)
+
+    assert (entry.title, entry.comment) == ("© 2026 曲名 EX", "a… é")
+
+
+def test_a_nul_byte_in_a_feed_is_dropped() -> None:
+    text = feed("<item><title>曲\x00名</title><guid>1</guid><link>/1</link></item>")
+
+    [entry] = parse_listing(rss(), text, page_url=LISTING_URL)
+
+    assert entry.title == "曲名"
+
+
 def test_atom_source_given_an_rss_document_is_an_error() -> None:
     source = make_source(kind="atom", url="https://uploader.example.jp/up/atom.xml")
 
@@ -331,6 +666,7 @@ def test_entry_to_message_carries_every_field() -> None:
         "fetched_at": fetched,
         "filename": "up00125.zip",
         "size": "1KB",
+        "original_entry_id": None,
     }
 
 
@@ -341,3 +677,74 @@ def test_an_absurdly_long_comment_is_cut_to_the_schema_limit() -> None:
 
     assert len(message.title) == 2000 and message.title.endswith("…")
     assert len(message.comment) == 4000
+
+
+# --- long ids and URLs ------------------------------------------------------------
+
+FETCHED = datetime(2026, 1, 3, 12, 0, tzinfo=UTC)
+# A permalink guid with its query string: normal in feeds, and over the schema's 256 characters.
+LONG_GUID = "https://uploader.example.jp/up/view.cgi?" + "&amp;".join(f"k{i}=v{i}" for i in range(40))
+
+
+def test_a_long_feed_id_gets_a_stable_short_form_and_the_message_keeps_the_original() -> None:
+    text = feed(f"<item><title>a</title><guid>{LONG_GUID}</guid><link>/1</link></item>")
+    guid = LONG_GUID.replace("&amp;", "&")
+    assert len(guid) > 256
+
+    [entry] = parse_listing(rss(), text, page_url=LISTING_URL)
+    [next_run] = parse_listing(rss(), text, page_url=LISTING_URL)
+    message = entry.to_message("test-up", FETCHED)
+
+    assert entry.entry_id == next_run.entry_id  # the same key in DynamoDB every run
+    assert len(entry.entry_id) <= 256
+    assert entry.entry_id.startswith(guid[:100])  # readable in the logs
+    assert (message.entry_id, message.original_entry_id) == (entry.entry_id, guid)
+    assert parse_message(message.to_json()) == message
+
+
+def test_long_ids_that_differ_only_at_the_end_stay_distinct() -> None:
+    base = "tag:uploader.example.jp,2026:" + "x" * 300
+    text = feed(
+        f"<item><title>a</title><guid>{base}1</guid><link>/1</link></item>",
+        f"<item><title>b</title><guid>{base}2</guid><link>/2</link></item>",
+    )
+
+    entries = parse_listing(rss(), text, page_url=LISTING_URL)
+
+    assert len({e.entry_id for e in entries}) == 2
+
+
+def test_an_id_too_big_for_the_dynamodb_key_is_shortened_too() -> None:
+    # 255 characters, but 1,020 bytes of UTF-8: with "ENTRY#", over DynamoDB's 1,024-byte sort key.
+    guid = "😀" * 255
+    text = feed(f"<item><title>a</title><guid>{guid}</guid><link>/1</link></item>")
+
+    [entry] = parse_listing(rss(), text, page_url=LISTING_URL)
+
+    assert len(entry.entry_id.encode()) < 1000
+    assert entry.to_message("test-up", FETCHED).original_entry_id == guid
+
+
+def test_an_id_within_the_limits_is_unchanged_and_its_message_reads_as_before() -> None:
+    text = feed("<item><title>a</title><guid>up00125</guid><link>/1</link></item>")
+
+    [entry] = parse_listing(rss(), text, page_url=LISTING_URL)
+    message = entry.to_message("test-up", FETCHED)
+
+    assert (entry.entry_id, message.original_entry_id) == ("up00125", None)
+    # No new key in the JSON: a poster that predates the field still reads this message.
+    assert "original_entry_id" not in message.to_json()
+
+
+def test_a_url_over_2000_characters_is_a_format_error_naming_the_item() -> None:
+    link = "https://uploader.example.jp/up/dl.cgi?f=" + "a" * 2000
+    text = feed(f"<item><title>a</title><guid>1</guid><link>{link}</link></item>")
+
+    with pytest.raises(SourceFormatError, match=r"item 1: url is 2040 characters, over the limit of 2000"):
+        parse_listing(rss(), text, page_url=LISTING_URL)
+
+
+def test_an_entry_the_message_schema_refuses_is_a_format_error_not_a_validation_error() -> None:
+    # parse_listing never builds one; this is the last line of defence in to_message.
+    with pytest.raises(SourceFormatError, match=r"source 'test-up': entry ' ': .*entry_id"):
+        Entry(" ", "t", "https://u.example/1").to_message("test-up", FETCHED)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bmsuploader.config.sources import DEFAULT_SOURCES_FILE, load_sources, parse_sources
+from bmsuploader.config.sources import DEFAULT_SOURCES_FILE, load_presets, load_sources, parse_sources
 from bmsuploader.contract.errors import ConfigError
 from bmsuploader.contract.settings import SourcesSettings
 
@@ -64,6 +64,46 @@ def test_bad_xpath_in_selectors() -> None:
     assert_names(message, "source 'up1'", "selectors.row: invalid XPath '//tr['")
 
 
+@pytest.mark.parametrize(
+    ("field", "xpath", "problem"),
+    [
+        # Each of these compiles, and used to fail only when a page was parsed (XPathEvalError).
+        ("title", "bogus(td[2])", "unknown function bogus()"),
+        ("title", "string-join(td, ' ')", "unknown function string-join()"),  # XPath 2.0
+        ("row", "//tr[has-link(td)]", "unknown function has-link()"),
+        ("title", "foo:bar(td[2])", "undefined namespace prefix 'foo'"),
+        ("url", "td[1]/x:a/@href", "undefined namespace prefix 'x'"),
+        ("row", "//h:tr", "undefined namespace prefix 'h'"),
+        ("title", "td[$n]", "variables ($n) are not supported"),
+        ("title", "td[2] | 1", "cannot be evaluated"),
+        ("row", "//tr | 1", "cannot be evaluated"),
+        ("size", "count(1)", "cannot be evaluated"),
+        ("row", "//tr[td | 'x']", "cannot be evaluated"),
+    ],
+)
+def test_xpath_that_compiles_but_cannot_run_fails_at_load(field: str, xpath: str, problem: str) -> None:
+    message = error_for({**CLASSIC, "selectors": {field: xpath}})
+    assert_names(message, "source 'up1'", f"selectors.{field}: ", repr(xpath), problem)
+
+
+@pytest.mark.parametrize("row", ["count(//tr)", "string(//tr)", "boolean(//tr)"])
+def test_row_selector_must_select_elements(row: str) -> None:
+    message = error_for({**CLASSIC, "selectors": {"row": row}})
+    assert_names(message, "source 'up1'", "selectors.row: ", "must select elements", "not a")
+
+
+def test_exslt_regular_expressions_are_part_of_the_dialect() -> None:
+    row = "//tr[re:test(string(td[1]//a/@href), 'up\\d+\\.zip$')]"
+    config = parse_sources({"source": [{**CLASSIC, "selectors": {"row": row}}]})
+    assert config.sources[0].selectors is not None
+    assert config.sources[0].selectors.row == row
+
+
+def test_exslt_regular_expression_that_does_not_compile() -> None:
+    message = error_for({**CLASSIC, "selectors": {"row": "//tr[re:test(td[1]//a/@href, '(')]"}})
+    assert_names(message, "source 'up1'", "selectors.row: ", "cannot be evaluated")
+
+
 def test_bad_id_regex() -> None:
     message = error_for({**CLASSIC, "id_regex": r"(\d+"})
     assert_names(message, "source 'up1'", "id_regex: invalid regular expression")
@@ -77,6 +117,26 @@ def test_id_regex_with_two_groups() -> None:
 def test_unknown_encoding() -> None:
     message = error_for({**CLASSIC, "encoding": "shift_jiss"})
     assert_names(message, "source 'up1'", "encoding: unknown encoding 'shift_jiss'")
+
+
+@pytest.mark.parametrize("encoding", ["base64", "rot13", "zlib", "undefined", "idna", "punycode", "utf-7"])
+def test_encoding_that_is_not_a_character_set(encoding: str) -> None:
+    # Python knows these codecs, but they are transforms or escapes, not a page's charset.
+    message = error_for({**CLASSIC, "encoding": encoding})
+    assert_names(message, "source 'up1'", f"encoding: {encoding!r} is not a character set")
+
+
+def test_an_empty_listing_needs_the_text_that_tells_it_from_an_error_page() -> None:
+    message = error_for({**CLASSIC, "allow_empty": True})
+    assert_names(message, "source 'up1'", "allow_empty = true", "end_of_listing")
+
+
+@pytest.mark.parametrize(("kind", "allowed"), [("rss", True), ("atom", True), ("html", False)])
+def test_empty_pages_are_allowed_for_feeds_and_not_for_listings_by_default(kind: str, allowed: bool) -> None:
+    raw: dict[str, Any] = {"name": "s", "url": URL, "kind": kind}
+    if kind == "html":
+        raw = {**CLASSIC, "name": "s"}
+    assert parse_sources({"source": [raw]}).sources[0].empty_allowed is allowed
 
 
 def test_page_url_template_without_page() -> None:
@@ -236,7 +296,7 @@ def test_preset_merge_source_overrides_one_selector() -> None:
     assert source.id_regex == r"(\d+)(?:\.[A-Za-z0-9]+)?$"  # from the preset
     assert source.selectors is not None
     assert source.selectors.title == "td[3]"  # overridden
-    assert source.selectors.row == "//tr[td[1]//a[@href]]"  # kept from the preset
+    assert source.selectors.row == load_presets()["classic-cgi"]["selectors"]["row"]  # kept from the preset
     assert source.selectors.size == "td[3]"
 
 

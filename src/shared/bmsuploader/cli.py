@@ -41,7 +41,7 @@ def _add_page_args(parser: argparse.ArgumentParser) -> None:
 def _messages(args: argparse.Namespace) -> tuple[Source, list[EntryMessage]]:
     from bmsuploader.fetch.decoding import decode_page
     from bmsuploader.fetch.fetching import PageFetcher
-    from bmsuploader.fetch.parsing import parse_listing
+    from bmsuploader.fetch.parsing import parse_page
 
     config = load_sources(args.sources or SourcesSettings.from_env().sources_file)
     try:
@@ -63,8 +63,20 @@ def _messages(args: argparse.Namespace) -> tuple[Source, list[EntryMessage]]:
             raise BmsUploaderError(f"cannot read {args.page}: {exc.strerror}") from exc
         text, page_url = decode_page(body, override=source.encoding).text, source.url
     now = datetime.now(UTC)
-    entries = parse_listing(source, text, page_url=page_url)
-    return source, [entry.to_message(source.name, now) for entry in entries]
+    parsed = parse_page(source, text, page_url=page_url)
+    if parsed.duplicates:
+        _note(
+            f"{parsed.duplicates} item(s) repeat an earlier item's id and were dropped (the first is kept): "
+            + ", ".join(dict.fromkeys(parsed.duplicate_ids))
+        )
+    if parsed.empty:
+        _note("the page lists nothing (allowed for this source: allow_empty)")
+    return source, [entry.to_message(source.name, now) for entry in parsed.entries]
+
+
+def _note(message: str) -> None:
+    """What the operator should know about a page that still parsed (stderr, so stdout stays JSON)."""
+    print(f"bmsuploader: note: {message}", file=sys.stderr)
 
 
 def cmd_parse(args: argparse.Namespace) -> int:

@@ -20,10 +20,19 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from lxml import etree
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from bmsuploader.config.xpath import XPathKind, check_xpath
 from bmsuploader.contract.errors import ConfigError
+from bmsuploader.fetch.decoding import normalise_encoding
 
 CONFIG_DIR = Path(__file__).resolve().parent
 #: Default sources file: ``src/shared/sources.toml`` in the repo, ``/opt/python/sources.toml``
@@ -43,15 +52,9 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _Strict = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_xpath(value: str) -> str:
-    try:
-        etree.XPath(value)
-    except etree.XPathSyntaxError as exc:
-        raise ValueError(f"invalid XPath {value!r}: {exc}") from exc
-    return value
-
-
 XPathStr = Annotated[str, Field(min_length=1)]
+#: Selectors evaluated against the whole document; the others are relative to a row.
+_DOCUMENT_SELECTORS = frozenset({"row", "next_page"})
 
 
 def _compile(value: str) -> re.Pattern[str]:
@@ -86,8 +89,16 @@ class Selectors(BaseModel):
 
     @field_validator("*")
     @classmethod
-    def _valid_xpath(cls, value: str | None) -> str | None:
-        return None if value is None else _check_xpath(value)
+    def _valid_xpath(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Compiled, read and tried on a sample page now, so a selector that cannot
+        # run fails here and not on every fetch (see bmsuploader.config.xpath).
+        if value is None:
+            return None
+        on_document = info.field_name in _DOCUMENT_SELECTORS
+        kind = check_xpath(value, "document" if on_document else "row")
+        if info.field_name == "row" and kind is not XPathKind.NODES:
+            raise ValueError(f"XPath {value!r} must select elements (one per upload), not a {kind}")
+        return value
 
 
 class FirstRun(BaseModel):
@@ -134,6 +145,12 @@ class Source(BaseModel):
     #: ends there (e.g. "該当するファイルはありません"). Without it a row-less older
     #: page is a format error: it may be a maintenance page hiding uploads.
     end_of_listing: str | None = None
+    #: Whether a page that lists nothing is a quiet source rather than a format
+    #: error. Default: yes for feeds (a new or quiet feed is empty and still a
+    #: well-formed <rss>/<feed>), no for listings (a row-less page is what a
+    #: maintenance page or a layout change looks like). A listing may allow it
+    #: only together with end_of_listing, the text its empty page shows.
+    allow_empty: bool | None = None
     first_run: FirstRun = FirstRun()
     template: str = DEFAULT_TEMPLATE
     include_link: bool = True
@@ -148,6 +165,9 @@ class Source(BaseModel):
             codecs.lookup(value)
         except LookupError as exc:
             raise ValueError(f"unknown encoding {value!r}") from exc
+        # The decoder's own rule, so the file and the page agree on what a charset is.
+        if normalise_encoding(value) is None:
+            raise ValueError(f"{value!r} is not a character set (a page's charset, e.g. cp932 or EUC-JP)")
         return value
 
     @field_validator("end_of_listing")
@@ -203,7 +223,17 @@ class Source(BaseModel):
             raise ValueError(f"kind {self.kind!r} reads the feed's own fields; remove [selectors]")
         if self.max_pages > 1 and self.page_url_template is None:
             raise ValueError("max_pages > 1 needs page_url_template")
+        if self.kind == "html" and self.allow_empty and self.end_of_listing is None:
+            raise ValueError(
+                "allow_empty = true on a listing needs end_of_listing (the text the uploader shows when it "
+                "has no uploads): without it an empty listing cannot be told from a maintenance page"
+            )
         return self
+
+    @property
+    def empty_allowed(self) -> bool:
+        """``allow_empty`` with its default for the kind (see the field)."""
+        return self.kind != "html" if self.allow_empty is None else self.allow_empty
 
     def page_url(self, page: int) -> str:
         """URL of listing page ``page`` (1 is :attr:`url`)."""

@@ -8,6 +8,16 @@ is a change to this file and to ``SCHEMA_VERSION``.
 Compatibility rule: a consumer rejects a ``schema_version`` it does not know
 (the message is poison and goes to the DLQ, where an operator can replay it
 after upgrading), and ignores no fields silently (``extra="forbid"``).
+
+Additions within version 1 are optional fields that :meth:`EntryMessage.to_json`
+leaves out while they are unset, so a message that does not need one is
+byte-for-byte what an earlier v1 fetcher sent, and any v1 poster reads it:
+
+* ``original_entry_id`` -- set only when the entry's own id was too long to
+  be a key (see :func:`stable_entry_id`). Such entries used to fail their
+  source on every run and were never sent, so no existing message has it;
+  a message that carries it needs a poster of this version (both functions
+  ship in the same layer, in one deploy).
 """
 
 from __future__ import annotations
@@ -24,6 +34,14 @@ SCHEMA_VERSION: Literal[1] = 1
 
 #: SQS limit for MessageDeduplicationId (and MessageGroupId).
 MAX_SQS_ID_LENGTH = 128
+#: An entry id is a key: in the message, in the poster's idempotency record and in
+#: the seen-entry item, whose sort key "ENTRY#<id>" DynamoDB caps at 1,024 bytes.
+MAX_ENTRY_ID_LENGTH = 256
+MAX_ENTRY_ID_BYTES = 1000
+#: An entry's link. Longer is not a download link (browsers and servers give up
+#: around 2,000-8,000); the fetcher reports such an entry as a format error.
+MAX_URL_LENGTH = 2000
+_SHORT_ID_PREFIX = 120
 
 
 class EntryMessage(BaseModel):
@@ -33,22 +51,42 @@ class EntryMessage(BaseModel):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     source: str = Field(min_length=1, max_length=64)
-    entry_id: str = Field(min_length=1, max_length=256)
+    entry_id: str = Field(min_length=1, max_length=MAX_ENTRY_ID_LENGTH)
     title: str = Field(min_length=1, max_length=2000)
-    url: str = Field(min_length=1, max_length=2000)
+    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH)
     comment: str = Field(default="", max_length=4000)
     uploaded_at: str | None = Field(default=None, max_length=100)
     fetched_at: datetime
     # Optional listing details some uploaders show; the template may use them.
     filename: str | None = Field(default=None, max_length=500)
     size: str | None = Field(default=None, max_length=100)
+    #: The id as the source wrote it, when ``entry_id`` is its short form (see the
+    #: module docstring for compatibility). Informational: the key is ``entry_id``.
+    original_entry_id: str | None = Field(default=None, max_length=4000)
 
     @property
     def deduplication_id(self) -> str:
         return deduplication_id(self.source, self.entry_id)
 
     def to_json(self) -> str:
-        return self.model_dump_json()
+        # Unset additions are left out, so older v1 posters read the message.
+        unset = {"original_entry_id"} if self.original_entry_id is None else None
+        return self.model_dump_json(exclude=unset)
+
+
+def stable_entry_id(raw: str) -> str:
+    """The id an entry is known by: ``raw`` itself, or its short form when ``raw``
+    is too long to be a key (over 256 characters or 1,000 UTF-8 bytes).
+
+    The short form is the first 120 characters (so logs stay readable), then
+    ``…sha256:`` and the SHA-256 of the whole id: the same every run, so the entry
+    is deduplicated like any other, and distinct for ids that differ only at the
+    end. Ids within the limits are unchanged, so entries already seen stay seen.
+    """
+    encoded = raw.encode("utf-8", "surrogatepass")
+    if len(raw) <= MAX_ENTRY_ID_LENGTH and len(encoded) <= MAX_ENTRY_ID_BYTES:
+        return raw
+    return f"{raw[:_SHORT_ID_PREFIX]}…sha256:{hashlib.sha256(encoded).hexdigest()}"
 
 
 def deduplication_id(source: str, entry_id: str) -> str:

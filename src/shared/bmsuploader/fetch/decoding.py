@@ -42,6 +42,14 @@ Label normalisation, and why:
   evidence: on a Japanese site they are usually a server default (Apache's
   ``AddDefaultCharset``), and Latin-1 decodes any bytes "successfully" into
   mojibake. They are tried only after ``meta`` and detection.
+* Only **character sets** count, wherever the label comes from (the sources
+  file, the header, ``<meta>``, the XML declaration). Python's codec registry
+  also holds transforms (``base64``, ``rot13``, ``zlib``...), escapes
+  (``unicode_escape``, which turns ``\\ud800`` into a lone surrogate), IDNA
+  and ``punycode`` (which "decode" a page into an empty string) and
+  ``undefined``. A label naming one of those is treated like an unknown label.
+  So is ``utf-7``: no browser reads it (it was used to slip scripts past
+  filters), and it turns ``+...-`` runs of plain ASCII into other text.
 """
 
 from __future__ import annotations
@@ -91,6 +99,11 @@ _JAPANESE_LABELS: Final = {
 }
 _UTF16_32_KEYS: Final = frozenset({"utf16", "utf16le", "utf16be", "utf32", "utf32le", "utf32be"})
 _WEAK_HTTP_CODECS: Final = frozenset({"iso8859-1", "ascii", "cp1252"})
+# Text codecs (``CodecInfo._is_text_encoding``) that are still not character sets
+# of a web page; see the module docstring. Keys are codecs.lookup() names.
+_NOT_CHARSETS: Final = frozenset(
+    {"undefined", "idna", "punycode", "unicode-escape", "raw-unicode-escape", "utf-7"}
+)
 
 #: How much of the page is scanned for a ``<meta>`` or XML declaration.
 META_SCAN_BYTES: Final = 4096
@@ -122,10 +135,11 @@ class DecodedPage:
 
 
 def normalise_encoding(label: str) -> str | None:
-    """Map a charset label from a page or header to a Python codec name.
+    """Map a charset label from a page, a header or the sources file to a Python codec name.
 
     Japanese labels map to the supersets explained in the module docstring;
-    other labels go through :func:`codecs.lookup`. Unknown labels give ``None``.
+    other labels go through :func:`codecs.lookup`. Unknown labels, and codecs
+    that are not character sets (``base64``, ``unicode_escape``...), give ``None``.
     """
     key = _label_key(label)
     if not key:
@@ -133,9 +147,13 @@ def normalise_encoding(label: str) -> str | None:
     if key in _JAPANESE_LABELS:
         return _JAPANESE_LABELS[key]
     try:
-        return codecs.lookup(label.strip()).name
+        info = codecs.lookup(label.strip())
     except LookupError:
         return None
+    # _is_text_encoding is how str.encode/bytes.decode themselves refuse base64 & co.
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return None
+    return info.name
 
 
 def decode_page(body: bytes, *, content_type: str | None = None, override: str | None = None) -> DecodedPage:

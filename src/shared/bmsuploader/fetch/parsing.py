@@ -9,26 +9,44 @@ A page that does not look like its configuration raises
 :class:`~bmsuploader.contract.errors.SourceFormatError` -- zero rows, a row without a
 required field, a feed that is not XML. "Nothing parsed" must never read as
 "nothing new": that is how a layout change goes unnoticed for weeks.
+
+Feeds are read by their own rules, as a feed reader shows them:
+
+* RSS: ``guid`` (else ``link``) is the id, ``link`` the URL, ``title`` plain
+  text, ``description`` escaped HTML (tags dropped), ``pubDate`` RFC 822.
+  HTML's named entities (``&copy;``, ``&nbsp;``), which RSS 0.91's DTD
+  declares and many feeds use without one, are read as their characters.
+* Atom: ``id`` is the id, ``link`` (``rel="alternate"`` or no ``rel``) the
+  URL, ``title`` and ``summary`` (else ``content``) text constructs read by
+  their ``type``: ``text`` (the default) as written, ``html`` as escaped
+  HTML, ``xhtml`` as inline XHTML; ``published`` (else ``updated``) the date.
+
+Odd bytes are read, not crashed on: text is first made something lxml can
+hold (:func:`_readable`), and every failure that one row or item can cause
+-- a selector that cannot be evaluated on this page, a link that is not a
+URL -- is a :class:`SourceFormatError` naming the row or item and the field.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from html.entities import html5 as _HTML_ENTITIES
 from typing import Any
 from urllib.parse import urljoin
 
-import lxml.html
 from lxml import etree
+from pydantic import ValidationError
 
 from bmsuploader.config.sources import Source
+from bmsuploader.config.xpath import compile_xpath
 from bmsuploader.contract.errors import SourceFormatError
-from bmsuploader.contract.message import EntryMessage
+from bmsuploader.contract.message import MAX_URL_LENGTH, EntryMessage, stable_entry_id
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
+XHTML_NS = "http://www.w3.org/1999/xhtml"
 _A = {"a": ATOM_NS}
 
 # Feeds come from the network: no external entities, no DTD fetches, no
@@ -40,14 +58,29 @@ _FEED_PARSER = etree.XMLParser(
     huge_tree=False,
     remove_blank_text=True,
 )
+# Pinned to UTF-8: the text is already decoded (see _html_document).
+_HTML_PARSER = etree.HTMLParser(encoding="utf-8", no_network=True)
 _XML_DECLARATION = re.compile(r"^\ufeff?\s*<\?xml\b[^>]*\?>")
 _WHITESPACE = re.compile(r"\s+")
+# What lxml cannot hold in a tree: C0 controls but tab, LF and CR; lone
+# surrogates; U+FFFE and U+FFFF. A NUL would otherwise become U+FFFD in libxml2.
+_NOT_XML_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_LINE_BREAKS = ("br", "p", "div", "li", "tr")
+_OPENS_A_LINE = frozenset({"p", "div", "li"})
+_XHTML_LINE_BREAKS = tuple(f"{{{XHTML_NS}}}{tag}" for tag in _LINE_BREAKS)
+_XHTML_OPENS_A_LINE = frozenset(f"{{{XHTML_NS}}}{tag}" for tag in _OPENS_A_LINE)
+# An HTML named entity outside CDATA sections and comments; XML's own five stay as they are.
+_ENTITY_OR_SKIP = re.compile(r"<!\[CDATA\[.*?\]\]>|<!--.*?-->|&([A-Za-z][A-Za-z0-9]*);", re.DOTALL)
+_XML_ENTITIES = frozenset({"amp", "lt", "gt", "quot", "apos"})
+_STRING_VALUE = etree.XPath("string()", smart_strings=False)
+_ATOM_LINKS = etree.XPath("a:link[@rel='alternate' or not(@rel)]/@href", namespaces=_A, smart_strings=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One upload as listed on a source page."""
 
+    #: the key: the source's id, or its short form (:func:`stable_entry_id`)
     entry_id: str
     title: str
     url: str
@@ -55,63 +88,103 @@ class Entry:
     uploaded_at: str | None = None
     filename: str | None = None
     size: str | None = None
+    #: the source's id when ``entry_id`` is its short form
+    original_id: str | None = None
 
     def to_message(self, source: str, fetched_at: datetime) -> EntryMessage:
         """The queue message for this entry.
 
         Free text is cut to the message schema's limits: one absurdly long
         comment on a listing must not make the whole run fail validation.
+        Parsing never yields an entry the schema refuses (ids are shortened,
+        long URLs are format errors); should one slip through, it is a
+        :class:`SourceFormatError` of the source, not an untyped crash.
         """
-        return EntryMessage(
-            source=source,
-            entry_id=self.entry_id,
-            title=_fit("title", self.title),
-            url=self.url,
-            comment=_fit("comment", self.comment),
-            uploaded_at=_fit_optional("uploaded_at", self.uploaded_at),
-            fetched_at=fetched_at,
-            filename=_fit_optional("filename", self.filename),
-            size=_fit_optional("size", self.size),
-        )
+        try:
+            return EntryMessage(
+                source=source,
+                entry_id=self.entry_id,
+                title=_fit("title", self.title),
+                url=self.url,
+                comment=_fit("comment", self.comment),
+                uploaded_at=_fit_optional("uploaded_at", self.uploaded_at),
+                fetched_at=fetched_at,
+                filename=_fit_optional("filename", self.filename),
+                size=_fit_optional("size", self.size),
+                original_entry_id=_fit_optional("original_entry_id", self.original_id),
+            )
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise SourceFormatError(source, f"entry {self.entry_id!r}: {problems}") from exc
 
 
-def parse_listing(source: Source, text: str, *, page_url: str) -> list[Entry]:
-    """Entries on one page, in page order, first occurrence of each id kept.
+@dataclass(frozen=True, slots=True)
+class ParsedPage:
+    """One page, read: its entries and what reading it noticed."""
 
-    ``page_url`` is the URL the page was actually served from (after
-    redirects); relative links are resolved against it.
-    """
+    #: in page order (newest first on every source kind), one per id
+    entries: tuple[Entry, ...]
+    #: the id of every entry dropped because an earlier one on the page had it
+    #: (RSS items sharing a guid, a row listed twice); the fetcher logs and counts them
+    duplicate_ids: tuple[str, ...] = ()
+    #: whether the page links to an older page (``selectors.next_page``); ``None``
+    #: when the source does not say how to tell
+    has_next: bool | None = None
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.duplicate_ids)
+
+    @property
+    def empty(self) -> bool:
+        """A page that lists nothing, and may (``Source.empty_allowed``): a quiet
+        feed, or a listing showing its ``end_of_listing`` text. Any other page
+        without entries is a :class:`SourceFormatError`, never an empty page."""
+        return not self.entries
+
+
+def parse_page(source: Source, text: str, *, page_url: str) -> ParsedPage:
+    """Read one page. ``page_url`` is the URL it was actually served from (after
+    redirects); relative links are resolved against it."""
+    has_next = None
     if source.kind == "html":
-        entries: Iterable[Entry] = _parse_html(source, text, page_url)
+        entries, has_next = _parse_html(source, text, page_url)
     elif source.kind == "rss":
         entries = _parse_rss(source, text, page_url)
     else:
         entries = _parse_atom(source, text, page_url)
     unique: dict[str, Entry] = {}
+    duplicates: list[str] = []
     for entry in entries:
-        unique.setdefault(entry.entry_id, entry)
-    return list(unique.values())
+        if entry.entry_id in unique:
+            duplicates.append(entry.entry_id)
+        else:
+            unique[entry.entry_id] = entry
+    return ParsedPage(tuple(unique.values()), tuple(duplicates), has_next)
+
+
+def parse_listing(source: Source, text: str, *, page_url: str) -> list[Entry]:
+    """The entries of :func:`parse_page`, in page order, first occurrence of each id kept."""
+    return list(parse_page(source, text, page_url=page_url).entries)
 
 
 # --- html ---------------------------------------------------------------------
 
 
-def _parse_html(source: Source, text: str, page_url: str) -> list[Entry]:
+def _parse_html(source: Source, text: str, page_url: str) -> tuple[list[Entry], bool | None]:
     selectors = source.selectors
     assert selectors is not None  # Source validation guarantees it for kind "html"
-    if not text.strip():
-        raise SourceFormatError(source.name, "page is empty")
-    # Parse UTF-8 bytes with the encoding pinned: the text is already decoded,
-    # and a leftover <meta charset=Shift_JIS> must not make libxml2 decode it again.
-    parser = lxml.html.HTMLParser(encoding="utf-8")
-    try:
-        document = lxml.html.document_fromstring(text.encode("utf-8"), parser=parser)
-    except (etree.ParserError, ValueError) as exc:
-        raise SourceFormatError(source.name, f"page is not parseable HTML: {exc}") from exc
-    _space_line_breaks(document)
-
-    rows = document.xpath(selectors.row)
+    document = _html_document(source, text)
+    has_next = None
+    if selectors.next_page is not None:
+        has_next = _xpath_text(_evaluate(source, document, selectors.next_page, "next_page", "page")) not in (
+            None,
+            "",
+        )
+    rows = _evaluate(source, document, selectors.row, "row", "page")
     if not isinstance(rows, list) or not rows:
+        if source.empty_allowed and source.end_of_listing and re.search(source.end_of_listing, text):
+            return [], has_next
         raise SourceFormatError(
             source.name,
             f"no rows matched selectors.row {selectors.row!r} (layout changed, or an error page?)",
@@ -119,12 +192,15 @@ def _parse_html(source: Source, text: str, page_url: str) -> list[Entry]:
 
     entries = []
     for number, row in enumerate(rows, start=1):
+        where = f"row {number}"
         if not isinstance(row, etree._Element):
             raise SourceFormatError(source.name, f"selectors.row {selectors.row!r} must select elements")
 
-        def field(name: str, row: etree._Element = row) -> str | None:
+        def field(name: str, row: etree._Element = row, where: str = where) -> str | None:
             expression = getattr(selectors, name)
-            return None if expression is None else _xpath_text(row, expression)
+            if expression is None:
+                return None
+            return _xpath_text(_evaluate(source, row, expression, name, where))
 
         filename = field("filename") or None
         title = field("title")
@@ -132,41 +208,67 @@ def _parse_html(source: Source, text: str, page_url: str) -> list[Entry]:
         # cell is there, so name it after its file. A missing cell is an error.
         if title == "" and filename:
             title = filename
-        where = f"row {number}"
         raw_id = _required(
             source, where, "entry_id", field("entry_id"), f"selectors.entry_id {selectors.entry_id!r}"
         )
+        link = _required(source, where, "url", field("url"), f"selectors.url {selectors.url!r}")
+        entry_id, original_id = _entry_id(source, raw_id, where)
         entries.append(
             Entry(
-                entry_id=_apply_id_regex(source, raw_id, where),
+                entry_id=entry_id,
+                original_id=original_id,
                 title=_required(source, where, "title", title, f"selectors.title {selectors.title!r}"),
-                url=urljoin(
-                    page_url,
-                    _required(source, where, "url", field("url"), f"selectors.url {selectors.url!r}"),
-                ),
+                url=_resolve(source, where, page_url, link),
                 comment=field("comment") or "",
                 uploaded_at=field("uploaded_at") or None,
                 filename=filename,
                 size=field("size") or None,
             )
         )
-    return entries
+    return entries, has_next
 
 
-def _xpath_text(row: etree._Element, expression: str) -> str | None:
+def _html_document(source: Source, text: str) -> etree._Element:
+    """lxml's HTML tree of a page, line breaks read as spaces."""
+    readable = _readable(text)
+    if not readable.strip():
+        raise SourceFormatError(source.name, "page is empty")
+    # Parse UTF-8 bytes with the encoding pinned: the text is already decoded,
+    # and a leftover <meta charset=Shift_JIS> must not make libxml2 decode it again.
+    try:
+        document = etree.fromstring(readable.encode("utf-8"), _HTML_PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise SourceFormatError(source.name, f"page is not parseable HTML: {exc}") from exc
+    if document is None:
+        raise SourceFormatError(source.name, "page is empty")
+    _space_line_breaks(document)
+    return document
+
+
+def _evaluate(source: Source, context: etree._Element, expression: str, name: str, where: str) -> Any:
+    """A selector's result. The config check tried it on a sample page; what that
+    could not reach (a type error in a predicate) is a format error here."""
+    try:
+        return compile_xpath(expression)(context)
+    except (etree.XPathError, re.error) as exc:
+        raise SourceFormatError(
+            source.name, f"{where}: selectors.{name} {expression!r} cannot be evaluated: {exc}"
+        ) from exc
+
+
+def _xpath_text(result: Any) -> str | None:
     """Text of an XPath result: ``None`` if it matched nothing, else collapsed text.
 
     A list (elements, attributes, text nodes) gives its first non-empty item, so
     ``td[2]`` and ``td[2]/text()`` both work; a number from ``count()`` is its digits.
     """
-    result: Any = row.xpath(expression)
     items = result if isinstance(result, list) else [result]
     if not items:
         return None
     for item in items:
         if isinstance(item, etree._Element):
             # string() is the XPath string-value: all descendant text, no comments.
-            value = _collapse(str(item.xpath("string()")))
+            value = _collapse(_string_value(item))
         elif isinstance(item, bool):
             value = "true" if item else ""
         elif isinstance(item, float):
@@ -184,32 +286,50 @@ def _xpath_text(row: etree._Element, expression: str) -> str | None:
 def _parse_feed(source: Source, text: str) -> etree._Element:
     # lxml refuses a str that carries an encoding declaration, and the text is
     # already decoded anyway: drop the declaration and hand over UTF-8 bytes.
-    body = _XML_DECLARATION.sub("", text, count=1).lstrip("\ufeff").strip()
+    body = _XML_DECLARATION.sub("", _readable(text), count=1).lstrip("\ufeff").strip()
     if not body:
         raise SourceFormatError(source.name, "feed is empty")
+    if "&" in body:
+        body = _ENTITY_OR_SKIP.sub(_character_reference, body)
     try:
         return etree.fromstring(body.encode("utf-8"), parser=_FEED_PARSER)
     except etree.XMLSyntaxError as exc:
         raise SourceFormatError(source.name, f"feed is not well-formed XML: {exc}") from exc
 
 
+def _character_reference(match: re.Match[str]) -> str:
+    """``&copy;`` -> ``&#169;``: the character, in a form XML needs no DTD for."""
+    name = match.group(1)
+    if name is None or name in _XML_ENTITIES:
+        return match.group()
+    characters = _HTML_ENTITIES.get(f"{name};")
+    if characters is None:
+        return match.group()  # not HTML's either: left to the parser (an external DTD's, or an error)
+    return "".join(f"&#{ord(c)};" for c in characters)
+
+
 def _parse_rss(source: Source, text: str, page_url: str) -> list[Entry]:
     root = _parse_feed(source, text)
     if root.tag != "rss":
         raise SourceFormatError(source.name, f"expected an RSS 2.0 <rss> document, got <{root.tag}>")
-    items = root.findall("channel/item")
-    if not items:
-        raise SourceFormatError(source.name, "feed has no channel/item elements")
+    channel = root.find("channel")
+    if channel is None:
+        raise SourceFormatError(source.name, "feed has no <channel>")
+    items = channel.findall("item")
+    if not items and not source.empty_allowed:
+        raise SourceFormatError(source.name, "feed has no items (allow_empty = false for this source)")
     entries = []
     for number, item in enumerate(items, start=1):
         where = f"item {number}"
         link = _child_text(item, "link")
         raw_id = _required(source, where, "entry_id", _child_text(item, "guid") or link, "no guid or link")
+        entry_id, original_id = _entry_id(source, raw_id, where)
         entries.append(
             Entry(
-                entry_id=_apply_id_regex(source, raw_id, where),
+                entry_id=entry_id,
+                original_id=original_id,
                 title=_required(source, where, "title", _child_text(item, "title"), "<title>"),
-                url=urljoin(page_url, _required(source, where, "url", link, "<link>")),
+                url=_resolve(source, where, page_url, _required(source, where, "url", link, "<link>")),
                 comment=_strip_tags(_child_text(item, "description")),
                 uploaded_at=_rfc822_to_iso(_child_text(item, "pubDate")),
             )
@@ -222,22 +342,28 @@ def _parse_atom(source: Source, text: str, page_url: str) -> list[Entry]:
     if root.tag != f"{{{ATOM_NS}}}feed":
         raise SourceFormatError(source.name, f"expected an Atom <feed> document, got <{root.tag}>")
     items = root.findall("a:entry", _A)
-    if not items:
-        raise SourceFormatError(source.name, "feed has no entry elements")
+    if not items and not source.empty_allowed:
+        raise SourceFormatError(
+            source.name, "feed has no items (<entry>; allow_empty = false for this source)"
+        )
     entries = []
     for number, item in enumerate(items, start=1):
         where = f"entry {number}"
         raw_id = _required(source, where, "entry_id", _child_text(item, "a:id"), "<id>")
-        title = _required(source, where, "title", _strip_tags(_child_text(item, "a:title")), "<title>")
-        hrefs = item.xpath("a:link[@rel='alternate' or not(@rel)]/@href", namespaces=_A)
+        title = _required(source, where, "title", _atom_text(item, "a:title"), "<title>")
+        hrefs = _ATOM_LINKS(item)
         link = _collapse(str(hrefs[0])) if isinstance(hrefs, list) and hrefs else ""
         when = _child_text(item, "a:published") or _child_text(item, "a:updated")
+        entry_id, original_id = _entry_id(source, raw_id, where)
         entries.append(
             Entry(
-                entry_id=_apply_id_regex(source, raw_id, where),
+                entry_id=entry_id,
+                original_id=original_id,
                 title=title,
-                url=urljoin(page_url, _required(source, where, "url", link, "<link rel='alternate'>")),
-                comment=_strip_tags(_child_text(item, "a:summary") or _child_text(item, "a:content")),
+                url=_resolve(
+                    source, where, page_url, _required(source, where, "url", link, "<link rel='alternate'>")
+                ),
+                comment=_atom_text(item, "a:summary") or _atom_text(item, "a:content"),
                 uploaded_at=_iso_or_raw(when),
             )
         )
@@ -251,26 +377,80 @@ def _required(source: Source, where: str, name: str, value: str | None, origin: 
     return value
 
 
+def _resolve(source: Source, where: str, page_url: str, link: str) -> str:
+    """``link`` resolved against the page's URL; a link that is not a URL is a format error."""
+    try:
+        url = urljoin(page_url, link)
+    except ValueError as exc:  # e.g. "http://[::1": Invalid IPv6 URL
+        raise SourceFormatError(
+            source.name, f"{where}: url {link!r} (on {page_url!r}) is not a URL: {exc}"
+        ) from exc
+    if len(url) > MAX_URL_LENGTH:
+        # Cutting it would post a broken link; no download link is this long.
+        raise SourceFormatError(
+            source.name,
+            f"{where}: url is {len(url)} characters, over the limit of {MAX_URL_LENGTH} "
+            f"(not a download link the bot can announce): {url[:80]!r}...",
+        )
+    return url
+
+
+def _atom_text(parent: etree._Element, path: str) -> str:
+    """An Atom text construct (RFC 4287 3.1; ``content``, 4.1.3), read by its ``type``."""
+    element = parent.find(path, _A)
+    if element is None or element.get("src") is not None:  # absent, or content out of line
+        return ""
+    kind = (element.get("type") or "text").strip().lower()
+    if kind in ("html", "text/html"):
+        return _strip_tags(_string_value(element))
+    if kind in ("xhtml", "application/xhtml+xml"):
+        div = element.find(f"{{{XHTML_NS}}}div")
+        node = element if div is None else div
+        _space_line_breaks(node, _XHTML_LINE_BREAKS, _XHTML_OPENS_A_LINE)
+        return _collapse(_string_value(node))
+    if kind == "text" or kind.startswith("text/"):
+        return _collapse(_string_value(element))
+    return ""  # another media type (e.g. base64 data): not text to announce
+
+
 def _child_text(parent: etree._Element, path: str) -> str:
     child = parent.find(path, _A)
-    return "" if child is None else _collapse(str(child.xpath("string()")))
+    return "" if child is None else _collapse(_string_value(child))
 
 
 def _strip_tags(markup: str) -> str:
-    """Plain text of an HTML fragment (RSS descriptions are escaped HTML)."""
+    """Plain text of an HTML fragment (RSS descriptions are escaped HTML).
+
+    Parsed as a whole document with the plain HTML parser: ``lxml.html``'s
+    fragment functions assert on markup such as ``<!DOCTYPE><SCRIPT`` ("too
+    many bodies"). Script and style bodies are code, not text.
+    """
     if "<" not in markup and "&" not in markup:
         return markup
     try:
-        fragment = lxml.html.fragment_fromstring(markup, create_parent="div")
-    except (etree.ParserError, ValueError):
-        return markup
-    _space_line_breaks(fragment)
-    return _collapse(fragment.text_content())
+        document = etree.fromstring(markup.encode("utf-8"), _HTML_PARSER)
+    except etree.XMLSyntaxError:
+        return _collapse(markup)
+    if document is None:
+        return ""
+    etree.strip_elements(document, "script", "style", with_tail=False)
+    _space_line_breaks(document)
+    return _collapse(_string_value(document))
 
 
-def _space_line_breaks(root: etree._Element) -> None:
-    """Make ``曲名<br>追加音源`` read "曲名 追加音源", not "曲名追加音源"."""
-    for element in root.iter("br", "p", "div", "li", "tr"):
+def _space_line_breaks(
+    root: etree._Element,
+    tags: tuple[str, ...] = _LINE_BREAKS,
+    opening: frozenset[str] = _OPENS_A_LINE,
+) -> None:
+    """Make ``曲名<br>追加音源`` and ``曲名<p>追加音源</p>`` read "曲名 追加音源", not "曲名追加音源".
+
+    A space after each line break or block, and at the start of a paragraph,
+    division or list item. (Safe to set: the text went through :func:`_readable`.)
+    """
+    for element in root.iter(*tags):
+        if element.tag in opening:
+            element.text = " " + (element.text or "")
         element.tail = " " + (element.tail or "")
 
 
@@ -295,6 +475,13 @@ def _iso_or_raw(value: str) -> str | None:
 # --- shared -------------------------------------------------------------------
 
 
+def _entry_id(source: Source, value: str, where: str) -> tuple[str, str | None]:
+    """The entry's key and, when the key is a short form, the source's own id."""
+    own = _apply_id_regex(source, value, where)
+    key = stable_entry_id(own)
+    return key, (None if key == own else own)
+
+
 def _apply_id_regex(source: Source, value: str, where: str) -> str:
     # No id_regex: the value is the id. That is right for a feed's guid/id; a
     # digits-only default would turn "tag:example.com,2005:123" into "2005"
@@ -313,6 +500,16 @@ def _apply_id_regex(source: Source, value: str, where: str) -> str:
             source.name, f"{where}: entry_id is missing: id_regex matched an empty string"
         )
     return entry_id
+
+
+def _string_value(element: etree._Element) -> str:
+    """XPath's string-value: all descendant text, no comments."""
+    return str(_STRING_VALUE(element))
+
+
+def _readable(text: str) -> str:
+    """``text`` without what no reader sees and lxml cannot hold (see ``_NOT_XML_TEXT``)."""
+    return _NOT_XML_TEXT.sub("", text)
 
 
 def _collapse(value: str) -> str:
@@ -339,14 +536,14 @@ def _fit_optional(field_name: str, value: str | None) -> str | None:
 def has_next_page(source: Source, text: str) -> bool | None:
     """Whether a listing page links to an older page (``selectors.next_page``).
 
-    ``None`` when the source does not say how to tell.
+    ``None`` when the source does not say how to tell, or the page cannot be
+    read. (:attr:`ParsedPage.has_next` gives the same without a second parse.)
     """
     if source.selectors is None or source.selectors.next_page is None:
         return None
     try:
-        document = lxml.html.document_fromstring(
-            text.encode("utf-8"), parser=lxml.html.HTMLParser(encoding="utf-8")
-        )
-    except (etree.ParserError, ValueError):
+        document = _html_document(source, text)
+        result = _evaluate(source, document, source.selectors.next_page, "next_page", "page")
+    except SourceFormatError:
         return None
-    return _xpath_text(document, source.selectors.next_page) not in (None, "")
+    return _xpath_text(result) not in (None, "")
