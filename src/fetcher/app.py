@@ -2,8 +2,8 @@
 
 Thin on purpose: settings (:class:`bmsuploader.contract.settings.FetcherSettings`),
 collaborators built once per container, one :class:`bmsuploader.fetch.cycle.FetchCycle`
-run, the result shaped for the log. AWS endpoints come only from boto3's
-standard ``AWS_ENDPOINT_URL*`` variables.
+run, the result shaped for the log. AWS endpoints come only from the standard
+``AWS_ENDPOINT_URL*`` variables (see :mod:`bmsuploader.aws.clients`).
 """
 
 from __future__ import annotations

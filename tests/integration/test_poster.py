@@ -22,7 +22,9 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
+from bmsuploader.aws import clients
 from bmsuploader.aws.queue import EntryQueue
 from bmsuploader.aws.state import StateStore
 from bmsuploader.contract.message import EntryMessage, deduplication_id
@@ -378,17 +380,14 @@ def aws_refuses(operation: str) -> Iterator[list[str]]:
 
     def throttle(**_: Any) -> None:
         refused.append(operation)
-        raise boto3.client("sqs").exceptions.ClientError(
-            {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, operation
-        )
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, operation)
 
-    session = boto3.DEFAULT_SESSION or boto3.setup_default_session() or boto3.DEFAULT_SESSION
-    assert session is not None
-    session.events.register(f"before-call.*.{operation}", throttle, unique_id="aws_refuses")
+    session = clients.session()  # the handlers' clients come from this botocore session
+    session.register(f"before-call.*.{operation}", throttle, unique_id="aws_refuses")
     try:
         yield refused
     finally:
-        session.events.unregister(f"before-call.*.{operation}", unique_id="aws_refuses")
+        session.unregister(f"before-call.*.{operation}", unique_id="aws_refuses")
 
 
 def test_a_throttled_delay_of_skipped_records_never_fails_what_was_handled(

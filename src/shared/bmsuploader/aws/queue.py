@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from itertools import batched
 from typing import TYPE_CHECKING, Any
 
-import boto3
-
+from bmsuploader.aws import clients
 from bmsuploader.contract.message import EntryMessage
 
 if TYPE_CHECKING:
@@ -70,7 +69,7 @@ class EntryQueue:
 
     def __init__(self, queue_url: str, client: SQSClient | None = None) -> None:
         self.queue_url = queue_url
-        self.client: SQSClient = client or boto3.client("sqs")
+        self.client: SQSClient = client or clients.sqs()
 
     def send_batch(self, messages: Sequence[EntryMessage]) -> SendResult:
         """Send new entries (see :meth:`send`)."""
@@ -130,7 +129,7 @@ class QueueControl:
     def __init__(self, queue_url: str, dlq_url: str, client: SQSClient | None = None) -> None:
         self.queue_url = queue_url
         self.dlq_url = dlq_url
-        self.client: SQSClient = client or boto3.client("sqs")
+        self.client: SQSClient = client or clients.sqs()
 
     def delay(self, delays: Sequence[Delay]) -> list[str]:
         """Set each message's visibility timeout; returns the ids that failed."""

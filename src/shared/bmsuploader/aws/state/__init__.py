@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from itertools import batched
 from typing import TYPE_CHECKING, Any
 
-import boto3
-
+from bmsuploader.aws import clients
 from bmsuploader.aws.state.backlog import Backlog, BacklogItem
 from bmsuploader.aws.state.budget import PostBudget, PosterControl, Reservation, budget_month
 from bmsuploader.aws.state.lease import Lease, LeaseHeld, Leases
@@ -70,7 +69,7 @@ class StateStore:
         sleep: Callable[[float], None] = time.sleep,
     ) -> StateStore:
         """All parts over one table and one client."""
-        shared = client or boto3.client("dynamodb")
+        shared = client or clients.dynamodb()
         return cls(
             lease=Leases(table_name, shared, sleep=sleep),
             sources=SourceStates(table_name, shared, sleep=sleep),

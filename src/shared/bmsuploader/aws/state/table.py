@@ -12,7 +12,7 @@ from collections.abc import Callable
 from itertools import batched
 from typing import TYPE_CHECKING, Any
 
-import boto3
+from bmsuploader.aws import clients
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -49,7 +49,7 @@ class StateTable:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.table_name = table_name
-        self.client: DynamoDBClient = client or boto3.client("dynamodb")
+        self.client: DynamoDBClient = client or clients.dynamodb()
         self._sleep = sleep
 
     def _batch_get(self, keys: list[dict[str, Any]], *, projection: bool = False) -> list[dict[str, Any]]:
