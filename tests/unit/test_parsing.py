@@ -347,6 +347,26 @@ def test_exslt_regular_expressions_work_when_parsing() -> None:
     assert [e.entry_id for e in parse_listing(source, text, page_url=LISTING_URL)] == ["00002"]
 
 
+def test_a_noncharacter_in_a_cell_cannot_shift_the_fields_of_its_row() -> None:
+    # The reader joins a row's fields with U+FDD0 in one XPath call; pages never keep one.
+    text = table(row("./src/up00001.zip", "曲名\ufdd0[EX]", size="1KB\ufdd0"))
+
+    [entry] = parse_listing(classic(), text, page_url=LISTING_URL)
+
+    assert (entry.title, entry.size, entry.uploaded_at) == ("曲名[EX]", "1KB", "26/01/01 00:00")
+
+
+def test_number_and_boolean_selectors_are_read_on_every_row() -> None:
+    source = make_source(
+        preset="classic-cgi", selectors={"comment": "boolean(td[5][. > 0])", "size": "count(td)"}
+    )
+    text = table(row("./src/up00002.zip").replace("<td>0</td>", "<td>7</td>"), row("./src/up00001.zip"))
+
+    entries = parse_listing(source, text, page_url=LISTING_URL)
+
+    assert [(e.comment, e.size) for e in entries] == [("true", "5"), ("", "5")]
+
+
 # --- RSS --------------------------------------------------------------------------
 
 

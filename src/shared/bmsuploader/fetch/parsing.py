@@ -30,18 +30,21 @@ URL -- is a :class:`SourceFormatError` naming the row or item and the field.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from html.entities import html5 as _HTML_ENTITIES
-from typing import Any
+from operator import itemgetter
+from typing import Any, NamedTuple, NoReturn, cast
 from urllib.parse import urljoin
 
 from lxml import etree
 from pydantic import ValidationError
 
-from bmsuploader.config.sources import Source
-from bmsuploader.config.xpath import compile_xpath
+from bmsuploader.config.sources import Selectors, Source
+from bmsuploader.config.xpath import XPathKind, check_xpath, compile_xpath
 from bmsuploader.contract.errors import SourceFormatError
 from bmsuploader.contract.message import MAX_URL_LENGTH, EntryMessage, stable_entry_id
 
@@ -64,7 +67,8 @@ _XML_DECLARATION = re.compile(r"^\ufeff?\s*<\?xml\b[^>]*\?>")
 _WHITESPACE = re.compile(r"\s+")
 # What lxml cannot hold in a tree: C0 controls but tab, LF and CR; lone
 # surrogates; U+FFFE and U+FFFF. A NUL would otherwise become U+FFFD in libxml2.
-_NOT_XML_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# (U+FDD0, a noncharacter, goes too: _RowReader uses it to join a row's fields.)
+_NOT_XML_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufdd0\ufffe\uffff]")
 _LINE_BREAKS = ("br", "p", "div", "li", "tr")
 _OPENS_A_LINE = frozenset({"p", "div", "li"})
 _XHTML_LINE_BREAKS = tuple(f"{{{XHTML_NS}}}{tag}" for tag in _LINE_BREAKS)
@@ -76,9 +80,13 @@ _STRING_VALUE = etree.XPath("string()", smart_strings=False)
 _ATOM_LINKS = etree.XPath("a:link[@rel='alternate' or not(@rel)]/@href", namespaces=_A, smart_strings=False)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One upload as listed on a source page."""
+class Entry(NamedTuple):
+    """One upload as listed on a source page.
+
+    An immutable record; a NamedTuple rather than a frozen dataclass because
+    a listing makes hundreds per page and a frozen dataclass takes twice as
+    long to build (one ``object.__setattr__`` per field).
+    """
 
     #: the key: the source's id, or its short form (:func:`stable_entry_id`)
     entry_id: str
@@ -190,42 +198,153 @@ def _parse_html(source: Source, text: str, page_url: str) -> tuple[list[Entry], 
             f"no rows matched selectors.row {selectors.row!r} (layout changed, or an error page?)",
         )
 
+    reader = _row_reader(selectors)
+    id_pattern = _id_pattern(source.id_regex)
     entries = []
     for number, row in enumerate(rows, start=1):
-        where = f"row {number}"
         if not isinstance(row, etree._Element):
             raise SourceFormatError(source.name, f"selectors.row {selectors.row!r} must select elements")
-
-        def field(name: str, row: etree._Element = row, where: str = where) -> str | None:
-            expression = getattr(selectors, name)
-            if expression is None:
-                return None
-            return _xpath_text(_evaluate(source, row, expression, name, where))
-
-        filename = field("filename") or None
-        title = field("title")
+        raw_id, title, link, comment, uploaded_at, filename, size = reader.read(source, row, number)
         # An upload without a comment is normal on these uploaders; the empty
         # cell is there, so name it after its file. A missing cell is an error.
         if title == "" and filename:
             title = filename
-        raw_id = _required(
-            source, where, "entry_id", field("entry_id"), f"selectors.entry_id {selectors.entry_id!r}"
-        )
-        link = _required(source, where, "url", field("url"), f"selectors.url {selectors.url!r}")
-        entry_id, original_id = _entry_id(source, raw_id, where)
+        where = f"row {number}"
+        if not (raw_id and title and link):
+            _missing_field(source, where, raw_id, title, link)
+        entry_id, original_id = _entry_id(source, id_pattern, raw_id, where)
         entries.append(
             Entry(
                 entry_id=entry_id,
-                original_id=original_id,
-                title=_required(source, where, "title", title, f"selectors.title {selectors.title!r}"),
+                title=title,
                 url=_resolve(source, where, page_url, link),
-                comment=field("comment") or "",
-                uploaded_at=field("uploaded_at") or None,
-                filename=filename,
-                size=field("size") or None,
+                comment=comment or "",
+                uploaded_at=uploaded_at or None,
+                filename=filename or None,
+                size=size or None,
+                original_id=original_id,
             )
         )
     return entries, has_next
+
+
+def _missing_field(
+    source: Source, where: str, raw_id: str | None, title: str | None, link: str | None
+) -> NoReturn:
+    """The format error for the first required field of a row that is missing."""
+    selectors = source.selectors
+    assert selectors is not None
+    _required(source, where, "entry_id", raw_id, f"selectors.entry_id {selectors.entry_id!r}")
+    _required(source, where, "title", title, f"selectors.title {selectors.title!r}")
+    _required(source, where, "url", link, f"selectors.url {selectors.url!r}")
+    raise SourceFormatError(source.name, f"{where}: a required field is missing")
+
+
+#: The fields a row yields, in the order :meth:`_RowReader.read` returns them.
+_FIELDS = ("entry_id", "title", "url", "comment", "uploaded_at", "filename", "size")
+# Joins the fields of one row in one XPath call. A noncharacter: _readable removes
+# it from every page, so it cannot occur in a value.
+_SEPARATOR = "\ufdd0"
+
+RowFields = tuple[str | None, str | None, str | None, str | None, str | None, str | None, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _RowReader:
+    """Reads a row's fields with as few XPath calls as the selectors allow.
+
+    Per row, one compiled ``concat(string(A), SEP, string(B), ...)`` over every
+    distinct node-set or string selector (the preset's ``entry_id`` and ``url``
+    are one expression) gives all of them at once: a call into libxml2 costs
+    more than the work it does on one row. ``string()`` of a node-set is the
+    string-value of its first node, which is :func:`_xpath_text`'s answer
+    whenever that is not empty. An empty value -- a missing cell (``None``), an
+    empty one (``""``), or a first node that is blank before a later one with
+    text -- is read again the exact way, as are number and boolean selectors.
+    """
+
+    joined: etree.XPath | None
+    #: for each part of ``joined``, the indexes (in :data:`_FIELDS`) it answers
+    slots: tuple[tuple[int, ...], ...]
+    #: picks the fields, in :data:`_FIELDS` order, from the parts of ``joined``
+    #: plus a trailing ``None`` (for fields not configured)
+    pick: Callable[[list[str | None]], RowFields]
+    #: (index, field, expression) of every configured field, for the exact reading
+    exact: tuple[tuple[int, str, str], ...]
+    #: indexes read the exact way on every row (number and boolean selectors)
+    always_exact: frozenset[int]
+
+    def read(self, source: Source, row: etree._Element, number: int) -> RowFields:
+        if self.joined is not None and not self.always_exact:
+            # The common case, kept lean: one call, and every value non-empty.
+            try:
+                joined = cast(str, self.joined(row))  # a string expression: lxml returns a str
+                parts: list[str | None] = [" ".join(p.split()) for p in joined.split(_SEPARATOR)]
+            except (etree.XPathError, re.error):
+                parts = []  # read each field alone below: the error then names the field
+            if len(parts) == len(self.slots) and all(parts):
+                parts.append(None)
+                return self.pick(parts)
+        return self._read_exactly(source, row, number)
+
+    def _read_exactly(self, source: Source, row: etree._Element, number: int) -> RowFields:
+        values: list[str | None] = [None] * len(_FIELDS)
+        again = set(self.always_exact)
+        parts: list[str] = []
+        if self.joined is not None:
+            try:
+                parts = str(self.joined(row)).split(_SEPARATOR)
+            except (etree.XPathError, re.error):
+                parts = []
+        if len(parts) == len(self.slots):
+            for part, indexes in zip(parts, self.slots, strict=True):
+                value = " ".join(part.split())
+                for index in indexes:
+                    values[index] = value
+                    if not value:
+                        again.add(index)
+        else:
+            again.update(index for indexes in self.slots for index in indexes)
+        for index, name, expression in self.exact:
+            if index in again:
+                values[index] = _xpath_text(_evaluate(source, row, expression, name, f"row {number}"))
+        return tuple(values)  # type: ignore[return-value]  # length is len(_FIELDS)
+
+
+@lru_cache(maxsize=256)
+def _row_reader(selectors: Selectors) -> _RowReader:
+    """The reader for a source's selectors, built once per process (selectors are
+    frozen and hashable, so every source with the same selectors shares it)."""
+    exact = tuple(
+        (index, name, expression)
+        for index, name in enumerate(_FIELDS)
+        if (expression := getattr(selectors, name)) is not None
+    )
+    grouped: dict[str, list[int]] = {}
+    always_exact: set[int] = set()
+    for index, _, expression in exact:
+        if check_xpath(expression, "row") in (XPathKind.NODES, XPathKind.STRING):
+            grouped.setdefault(expression, []).append(index)
+        else:
+            always_exact.add(index)
+    parts = [e if check_xpath(e, "row") is XPathKind.STRING else f"string({e})" for e in grouped]
+    joined = None
+    if parts:
+        combined = parts[0] if len(parts) == 1 else f"concat({f", '{_SEPARATOR}', ".join(parts)})"
+        try:
+            joined = compile_xpath(combined)
+        except etree.XPathSyntaxError:  # cannot happen for checked parts; read one by one if it does
+            always_exact.update(index for indexes in grouped.values() for index in indexes)
+            grouped = {}
+    slots = tuple(tuple(indexes) for indexes in grouped.values())
+    part_of = {index: part for part, indexes in enumerate(slots) for index in indexes}
+    return _RowReader(
+        joined=joined,
+        slots=slots,
+        pick=itemgetter(*(part_of.get(index, len(slots)) for index in range(len(_FIELDS)))),
+        exact=exact,
+        always_exact=frozenset(always_exact),
+    )
 
 
 def _html_document(source: Source, text: str) -> etree._Element:
@@ -312,6 +431,7 @@ def _parse_rss(source: Source, text: str, page_url: str) -> list[Entry]:
     root = _parse_feed(source, text)
     if root.tag != "rss":
         raise SourceFormatError(source.name, f"expected an RSS 2.0 <rss> document, got <{root.tag}>")
+    id_pattern = _id_pattern(source.id_regex)
     channel = root.find("channel")
     if channel is None:
         raise SourceFormatError(source.name, "feed has no <channel>")
@@ -323,7 +443,7 @@ def _parse_rss(source: Source, text: str, page_url: str) -> list[Entry]:
         where = f"item {number}"
         link = _child_text(item, "link")
         raw_id = _required(source, where, "entry_id", _child_text(item, "guid") or link, "no guid or link")
-        entry_id, original_id = _entry_id(source, raw_id, where)
+        entry_id, original_id = _entry_id(source, id_pattern, raw_id, where)
         entries.append(
             Entry(
                 entry_id=entry_id,
@@ -341,6 +461,7 @@ def _parse_atom(source: Source, text: str, page_url: str) -> list[Entry]:
     root = _parse_feed(source, text)
     if root.tag != f"{{{ATOM_NS}}}feed":
         raise SourceFormatError(source.name, f"expected an Atom <feed> document, got <{root.tag}>")
+    id_pattern = _id_pattern(source.id_regex)
     items = root.findall("a:entry", _A)
     if not items and not source.empty_allowed:
         raise SourceFormatError(
@@ -354,7 +475,7 @@ def _parse_atom(source: Source, text: str, page_url: str) -> list[Entry]:
         hrefs = _ATOM_LINKS(item)
         link = _collapse(str(hrefs[0])) if isinstance(hrefs, list) and hrefs else ""
         when = _child_text(item, "a:published") or _child_text(item, "a:updated")
-        entry_id, original_id = _entry_id(source, raw_id, where)
+        entry_id, original_id = _entry_id(source, id_pattern, raw_id, where)
         entries.append(
             Entry(
                 entry_id=entry_id,
@@ -380,7 +501,7 @@ def _required(source: Source, where: str, name: str, value: str | None, origin: 
 def _resolve(source: Source, where: str, page_url: str, link: str) -> str:
     """``link`` resolved against the page's URL; a link that is not a URL is a format error."""
     try:
-        url = urljoin(page_url, link)
+        url = _urljoin(page_url, link)
     except ValueError as exc:  # e.g. "http://[::1": Invalid IPv6 URL
         raise SourceFormatError(
             source.name, f"{where}: url {link!r} (on {page_url!r}) is not a URL: {exc}"
@@ -393,6 +514,32 @@ def _resolve(source: Source, where: str, page_url: str, link: str) -> str:
             f"(not a download link the bot can announce): {url[:80]!r}...",
         )
     return url
+
+
+def _urljoin(base: str, link: str) -> str:
+    """:func:`urllib.parse.urljoin`, with each directory resolved once per page.
+
+    The rows of a listing link into one or two directories (``./src/up00123.zip``,
+    ``upload.cgi?get=00123``), and urljoin costs as much as reading a row. When the
+    link's last path segment is a plain name (not ``.``/``..``, no ``:``) after a
+    directory part that is not a bare authority, joining the directory and
+    appending the name and the query is the same URL (RFC 3986 5.2: the last
+    segment of a merged path is kept as it is, and query and fragment come from
+    the link); anything else goes to urljoin whole.
+    """
+    path_end = len(link)
+    for mark in "?#":
+        if 0 <= (found := link.find(mark)) < path_end:
+            path_end = found
+    directory, slash, name = link[:path_end].rpartition("/")
+    if not name or name in (".", "..") or ":" in name or directory.endswith("/"):
+        return urljoin(base, link)
+    return _join_directory(base, directory + slash if slash else "./") + name + link[path_end:]
+
+
+@lru_cache(maxsize=1024)
+def _join_directory(base: str, directory: str) -> str:
+    return urljoin(base, directory)
 
 
 def _atom_text(parent: etree._Element, path: str) -> str:
@@ -475,20 +622,27 @@ def _iso_or_raw(value: str) -> str | None:
 # --- shared -------------------------------------------------------------------
 
 
-def _entry_id(source: Source, value: str, where: str) -> tuple[str, str | None]:
+def _entry_id(
+    source: Source, id_pattern: re.Pattern[str] | None, value: str, where: str
+) -> tuple[str, str | None]:
     """The entry's key and, when the key is a short form, the source's own id."""
-    own = _apply_id_regex(source, value, where)
+    own = _apply_id_regex(source, id_pattern, value, where)
     key = stable_entry_id(own)
     return key, (None if key == own else own)
 
 
-def _apply_id_regex(source: Source, value: str, where: str) -> str:
+@lru_cache(maxsize=256)
+def _id_pattern(id_regex: str | None) -> re.Pattern[str] | None:
+    return None if id_regex is None else re.compile(id_regex)
+
+
+def _apply_id_regex(source: Source, id_pattern: re.Pattern[str] | None, value: str, where: str) -> str:
     # No id_regex: the value is the id. That is right for a feed's guid/id; a
     # digits-only default would turn "tag:example.com,2005:123" into "2005"
     # and "http://host:8080/..." into "8080" for every item.
-    if source.id_regex is None:
+    if id_pattern is None:
         return value
-    match = re.search(source.id_regex, value)
+    match = id_pattern.search(value)
     if match is None:
         raise SourceFormatError(
             source.name,
