@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -365,6 +366,34 @@ def test_number_and_boolean_selectors_are_read_on_every_row() -> None:
     entries = parse_listing(source, text, page_url=LISTING_URL)
 
     assert [(e.comment, e.size) for e in entries] == [("true", "5"), ("", "5")]
+
+
+def test_a_row_selector_that_selects_attributes_is_a_format_error() -> None:
+    source = make_source(preset="classic-cgi", selectors={"row": "//tr/td[1]/a/@href"})
+
+    with pytest.raises(SourceFormatError, match="must select elements"):
+        parse_listing(source, table(row("./src/up00001.zip")), page_url=LISTING_URL)
+
+
+def test_a_relative_row_selector_reads_from_the_root_element() -> None:
+    source = make_source(preset="classic-cgi", selectors={"row": "body/table/tr[td/a]"})
+
+    entries = parse_listing(
+        source, table(row("./src/up00002.zip"), row("./src/up00001.zip")), page_url=LISTING_URL
+    )
+
+    assert [e.entry_id for e in entries] == ["00002", "00001"]
+
+
+def test_sources_are_parsed_concurrently_with_the_same_result() -> None:
+    # The fetcher reads sources in threads; readers are shared per selectors.
+    source, text = classic(), table(*(row(f"./src/up{n:05d}.zip", f"★{n} 曲名") for n in range(60, 0, -1)))
+    expected = parse_listing(source, text, page_url=LISTING_URL)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: parse_listing(source, text, page_url=LISTING_URL), range(64)))
+
+    assert all(result == expected for result in results)
 
 
 # --- RSS --------------------------------------------------------------------------

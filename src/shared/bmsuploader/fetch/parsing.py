@@ -44,7 +44,7 @@ from lxml import etree
 from pydantic import ValidationError
 
 from bmsuploader.config.sources import Selectors, Source
-from bmsuploader.config.xpath import XPathKind, check_xpath, compile_xpath
+from bmsuploader.config.xpath import NAMESPACES, XPathKind, check_xpath, compile_xpath
 from bmsuploader.contract.errors import SourceFormatError
 from bmsuploader.contract.message import MAX_URL_LENGTH, EntryMessage, stable_entry_id
 
@@ -67,8 +67,8 @@ _XML_DECLARATION = re.compile(r"^\ufeff?\s*<\?xml\b[^>]*\?>")
 _WHITESPACE = re.compile(r"\s+")
 # What lxml cannot hold in a tree: C0 controls but tab, LF and CR; lone
 # surrogates; U+FFFE and U+FFFF. A NUL would otherwise become U+FFFD in libxml2.
-# (U+FDD0, a noncharacter, goes too: _RowReader uses it to join a row's fields.)
-_NOT_XML_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufdd0\ufffe\uffff]")
+# (U+FDD0 and U+FDD1, noncharacters, go too: _RowReader uses them to join fields and rows.)
+_NOT_XML_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufdd0\ufdd1\ufffe\uffff]")
 _LINE_BREAKS = ("br", "p", "div", "li", "tr")
 _OPENS_A_LINE = frozenset({"p", "div", "li"})
 _XHTML_LINE_BREAKS = tuple(f"{{{XHTML_NS}}}{tag}" for tag in _LINE_BREAKS)
@@ -189,8 +189,9 @@ def _parse_html(source: Source, text: str, page_url: str) -> tuple[list[Entry], 
             None,
             "",
         )
-    rows = _evaluate(source, document, selectors.row, "row", "page")
-    if not isinstance(rows, list) or not rows:
+    reader = _row_reader(selectors)
+    rows = reader.read_page(source, document)
+    if not rows:
         if source.empty_allowed and source.end_of_listing and re.search(source.end_of_listing, text):
             return [], has_next
         raise SourceFormatError(
@@ -198,17 +199,12 @@ def _parse_html(source: Source, text: str, page_url: str) -> tuple[list[Entry], 
             f"no rows matched selectors.row {selectors.row!r} (layout changed, or an error page?)",
         )
 
-    reader = _row_reader(selectors)
     id_pattern = _id_pattern(source.id_regex)
     entries = []
-    for number, row in enumerate(rows, start=1):
-        if not isinstance(row, etree._Element):
-            raise SourceFormatError(source.name, f"selectors.row {selectors.row!r} must select elements")
-        raw_id, title, link, comment, uploaded_at, filename, size = reader.read(source, row, number)
+    for number, (raw_id, cell_title, link, comment, uploaded_at, filename, size) in enumerate(rows, start=1):
         # An upload without a comment is normal on these uploaders; the empty
         # cell is there, so name it after its file. A missing cell is an error.
-        if title == "" and filename:
-            title = filename
+        title = filename if cell_title == "" and filename else cell_title
         where = f"row {number}"
         if not (raw_id and title and link):
             _missing_field(source, where, raw_id, title, link)
@@ -242,27 +238,34 @@ def _missing_field(
 
 #: The fields a row yields, in the order :meth:`_RowReader.read` returns them.
 _FIELDS = ("entry_id", "title", "url", "comment", "uploaded_at", "filename", "size")
-# Joins the fields of one row in one XPath call. A noncharacter: _readable removes
-# it from every page, so it cannot occur in a value.
+# Join the fields of a row, and the rows of a page, in one call. Noncharacters:
+# _readable removes them from every page, so they cannot occur in a value.
 _SEPARATOR = "\ufdd0"
+_ROW_END = "\ufdd1"
+_XSL = "http://www.w3.org/1999/XSL/Transform"
 
 RowFields = tuple[str | None, str | None, str | None, str | None, str | None, str | None, str | None]
 
 
 @dataclass(frozen=True, slots=True)
 class _RowReader:
-    """Reads a row's fields with as few XPath calls as the selectors allow.
+    """Reads a page's rows with as few calls into libxml2 as the selectors allow.
 
-    Per row, one compiled ``concat(string(A), SEP, string(B), ...)`` over every
-    distinct node-set or string selector (the preset's ``entry_id`` and ``url``
-    are one expression) gives all of them at once: a call into libxml2 costs
-    more than the work it does on one row. ``string()`` of a node-set is the
+    One ``concat(string(A), SEP, string(B), ...)`` over every distinct node-set
+    or string selector (the preset's ``entry_id`` and ``url`` are one
+    expression) gives a row's fields at once, and a compiled XSLT runs it for
+    every row of the page in a single call: a call into libxml2 costs more
+    than the work it does on one row. ``string()`` of a node-set is the
     string-value of its first node, which is :func:`_xpath_text`'s answer
     whenever that is not empty. An empty value -- a missing cell (``None``), an
     empty one (``""``), or a first node that is blank before a later one with
-    text -- is read again the exact way, as are number and boolean selectors.
+    text -- is read again the exact way, row by row, as are number and boolean
+    selectors and every row when the transform cannot run.
     """
 
+    row: str
+    #: every row's ``joined`` in one call, rows ended by ``_ROW_END``
+    transform: etree.XSLT | None
     joined: etree.XPath | None
     #: for each part of ``joined``, the indexes (in :data:`_FIELDS`) it answers
     slots: tuple[tuple[int, ...], ...]
@@ -273,6 +276,40 @@ class _RowReader:
     exact: tuple[tuple[int, str, str], ...]
     #: indexes read the exact way on every row (number and boolean selectors)
     always_exact: frozenset[int]
+
+    def read_page(self, source: Source, document: etree._Element) -> list[RowFields]:
+        """Every row's fields, in page order; a typed error when a row cannot be read."""
+        fields: list[RowFields | None] | None = None
+        if self.transform is not None:
+            try:
+                output = str(self.transform(document))
+            except etree.XSLTError:
+                output = None  # read row by row below: the error then names the row and field
+            if output is not None:
+                records = output.split(_ROW_END)
+                records.pop()  # what follows the last row's end
+                fields = [self._fields(record) for record in records]
+        if fields is not None and fields and None not in fields:
+            return fields  # type: ignore[return-value]  # no None in it
+        rows = _evaluate(source, document, self.row, "row", "page")
+        if not isinstance(rows, list):
+            raise SourceFormatError(source.name, f"selectors.row {self.row!r} must select elements")
+        if fields is None or len(fields) != len(rows):
+            fields = [None] * len(rows)
+        exact: list[RowFields] = []
+        for number, (known, row) in enumerate(zip(fields, rows, strict=True), start=1):
+            if not isinstance(row, etree._Element):
+                raise SourceFormatError(source.name, f"selectors.row {self.row!r} must select elements")
+            exact.append(known if known is not None else self.read(source, row, number))
+        return exact
+
+    def _fields(self, record: str) -> RowFields | None:
+        """A row's fields from its part of the transform's output; ``None``: read it exactly."""
+        parts: list[str | None] = [" ".join(part.split()) for part in record.split(_SEPARATOR)]
+        if len(parts) != len(self.slots) or not all(parts):
+            return None
+        parts.append(None)
+        return self.pick(parts)
 
     def read(self, source: Source, row: etree._Element, number: int) -> RowFields:
         if self.joined is not None and not self.always_exact:
@@ -328,7 +365,7 @@ def _row_reader(selectors: Selectors) -> _RowReader:
         else:
             always_exact.add(index)
     parts = [e if check_xpath(e, "row") is XPathKind.STRING else f"string({e})" for e in grouped]
-    joined = None
+    joined = transform = None
     if parts:
         combined = parts[0] if len(parts) == 1 else f"concat({f", '{_SEPARATOR}', ".join(parts)})"
         try:
@@ -336,15 +373,46 @@ def _row_reader(selectors: Selectors) -> _RowReader:
         except etree.XPathSyntaxError:  # cannot happen for checked parts; read one by one if it does
             always_exact.update(index for indexes in grouped.values() for index in indexes)
             grouped = {}
+        else:
+            if not always_exact:
+                transform = _page_transform(selectors.row, combined)
     slots = tuple(tuple(indexes) for indexes in grouped.values())
     part_of = {index: part for part, indexes in enumerate(slots) for index in indexes}
     return _RowReader(
+        row=selectors.row,
+        transform=transform,
         joined=joined,
         slots=slots,
         pick=itemgetter(*(part_of.get(index, len(slots)) for index in range(len(_FIELDS)))),
         exact=exact,
         always_exact=frozenset(always_exact),
     )
+
+
+def _page_transform(row: str, joined: str) -> etree.XSLT | None:
+    """An XSLT that writes ``joined`` for every row, each followed by ``_ROW_END``.
+
+    Built as a tree, so no selector needs escaping; evaluated from the root
+    element, as the row selector is elsewhere. A row that is not an element
+    writes nothing, which sends the page to the exact reading and its error.
+    The selectors passed the load-time check, so they call no XSLT function
+    (``document()`` is not allowed); access control denies files and network anyway.
+    """
+    uses_regexp = "re:" in row or "re:" in joined
+    namespaces = {"xsl": _XSL, **(NAMESPACES if uses_regexp else {})}
+    stylesheet = etree.Element(f"{{{_XSL}}}stylesheet", nsmap=namespaces, version="1.0")
+    etree.SubElement(stylesheet, f"{{{_XSL}}}output", method="text", encoding="UTF-8")
+    template = etree.SubElement(stylesheet, f"{{{_XSL}}}template", match="/")
+    root = etree.SubElement(template, f"{{{_XSL}}}for-each", select="*")
+    each_row = etree.SubElement(root, f"{{{_XSL}}}for-each", select=row)
+    element = etree.SubElement(each_row, f"{{{_XSL}}}if", test="self::*")
+    etree.SubElement(element, f"{{{_XSL}}}value-of", select=joined)
+    etree.SubElement(each_row, f"{{{_XSL}}}text").text = _ROW_END
+    try:
+        deny_all = etree.XSLTAccessControl.DENY_ALL  # type: ignore[attr-defined]  # missing in lxml-stubs
+        return etree.XSLT(stylesheet, regexp=uses_regexp, access_control=deny_all)
+    except etree.XSLTParseError:  # not expected for checked selectors: read row by row
+        return None
 
 
 def _html_document(source: Source, text: str) -> etree._Element:
@@ -532,7 +600,15 @@ def _urljoin(base: str, link: str) -> str:
         if 0 <= (found := link.find(mark)) < path_end:
             path_end = found
     directory, slash, name = link[:path_end].rpartition("/")
-    if not name or name in (".", "..") or ":" in name or directory.endswith("/"):
+    query, hash_mark, fragment = link[path_end:].partition("#")
+    if (
+        not name
+        or name in (".", "..")
+        or ":" in name
+        or directory.endswith("/")
+        or query == "?"  # urljoin drops an empty query or fragment with its mark
+        or (hash_mark and not fragment)
+    ):
         return urljoin(base, link)
     return _join_directory(base, directory + slash if slash else "./") + name + link[path_end:]
 
