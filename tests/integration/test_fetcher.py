@@ -246,6 +246,24 @@ def test_a_site_down_is_a_fetch_error_for_that_source_only(
     assert by_source(result)["feed"]["enqueued"] == 1
 
 
+def test_an_empty_feed_is_a_quiet_source_until_its_first_upload(
+    stack: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_fetcher: Run
+) -> None:
+    # A new uploader's feed lists nothing yet: normal, not a format error every run.
+    with UploaderSite() as new_site:
+        path = tmp_path / "s.toml"
+        path.write_text(f'[[source]]\nname = "feed"\nkind = "rss"\nurl = "{new_site.feed_url}"\n')
+        monkeypatch.setenv("SOURCES_FILE", str(path))
+
+        first = by_source(run_fetcher())["feed"]
+        upload = new_site.add_upload("★1 はじめての差分")
+        second = by_source(run_fetcher())["feed"]
+
+    assert (first["outcome"], first["found"], first["error"]) == ("baseline", 0, None)
+    assert (second["outcome"], second["enqueued"]) == ("ok", 1)
+    assert [m.entry_id for _, m in drain(stack.queue_url)] == [f"up{upload}"]
+
+
 def test_a_second_concurrent_run_exits_cleanly_and_an_expired_lease_is_taken_over(
     stack: Any, site: UploaderSite, sources_file: Path, run_fetcher: Run
 ) -> None:
