@@ -620,6 +620,7 @@ XHTML = 'xmlns="http://www.w3.org/1999/xhtml"'
         # type="html": escaped HTML, read as a browser shows it.
         ('<title type="html">曲名 &lt;b&gt;EX&lt;/b&gt; &amp;amp; 差分</title>', "曲名 EX & 差分"),
         ('<title type="html">曲名 &amp;lt;EX&amp;gt;</title>', "曲名 <EX>"),
+        ('<title type="html">曲名\n   [EX]</title>', "曲名 [EX]"),  # white space collapses as in text
         # type="xhtml": inline XHTML inside one div.
         (f'<title type="xhtml"><div {XHTML}>曲名 <b>&lt;EX&gt;</b><br/>差分</div></title>', "曲名 <EX> 差分"),
     ],

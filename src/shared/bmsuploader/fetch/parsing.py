@@ -649,7 +649,7 @@ def _strip_tags(markup: str) -> str:
     many bodies"). Script and style bodies are code, not text.
     """
     if "<" not in markup and "&" not in markup:
-        return markup
+        return _collapse(markup)
     try:
         document = etree.fromstring(markup.encode("utf-8"), _HTML_PARSER)
     except etree.XMLSyntaxError:
