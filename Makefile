@@ -58,4 +58,4 @@ build: $(SAM) ## sam build (no Docker needed; downloads arm64 wheels)
 	PATH="$(SAM_PATH)" $(SAM) build
 
 clean: ## Remove build output and caches
-	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .local-run
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis .local-run
