@@ -400,3 +400,43 @@ def test_a_run_out_of_time_leaves_the_remaining_sources_for_the_next_run(
     healthy = run_fetcher()  # the lease was released, and nothing was marked seen
     assert by_source(healthy)["uploader"]["enqueued"] == 1
     assert [m.entry_id for _, m in drain(stack.queue_url) if m.source == "uploader"] == [added]
+
+
+def test_feed_items_sharing_a_guid_are_logged_and_counted(
+    stack: Any,
+    tmp_path: Path,
+    run_fetcher: Run,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    feed = (
+        Path(__file__).resolve().parents[1] / "fixtures" / "pages" / "feed_rss_duplicate_guid.xml"
+    ).read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/rss+xml")
+            self.end_headers()
+            self.wfile.write(feed)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        path = tmp_path / "s.toml"
+        path.write_text(
+            f'[[source]]\nname = "dup"\nkind = "rss"\nurl = "http://127.0.0.1:{server.server_address[1]}/"\n'
+        )
+        monkeypatch.setenv("SOURCES_FILE", str(path))
+        result = run_fetcher()
+    finally:
+        server.shutdown()
+
+    assert by_source(result)["dup"]["repeated_ids"] >= 1
+    out = capsys.readouterr().out
+    warned = [json.loads(line) for line in out.splitlines() if '"repeated_ids"' in line and '"level"' in line]
+    assert warned and warned[0]["source"] == "dup" and "twice" in warned[0]["message"]
+    assert '"RepeatedIds"' in out

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bmsuploader.contract.errors import SourceFormatError
-from bmsuploader.fetch.catchup import ListedPage, Stop, Walk, page_fully_unseen, take_unseen, walk
-from bmsuploader.fetch.parsing import Entry
+from bmsuploader.fetch.catchup import Stop, Walk, page_fully_unseen, take_unseen, walk
+from bmsuploader.fetch.parsing import Entry, ParsedPage
 
 
 def listing(*ids: int) -> list[Entry]:
@@ -27,10 +27,10 @@ class Site:
         self.broken = broken
         self.read: list[int] = []
 
-    def page(self, number: int) -> ListedPage:
-        return ListedPage(self.all[(number - 1) * 3 : number * 3])
+    def page(self, number: int) -> ParsedPage:
+        return ParsedPage(tuple(self.all[(number - 1) * 3 : number * 3]))
 
-    def read_older(self, number: int) -> ListedPage | None:
+    def read_older(self, number: int) -> ParsedPage | None:
         self.read.append(number)
         if number in self.broken:
             raise SourceFormatError("s", "no rows matched")
@@ -83,14 +83,14 @@ def test_a_short_page_ends_the_listing_without_asking_for_the_next() -> None:
 
 
 def test_no_next_page_link_ends_the_listing() -> None:
-    first = ListedPage(listing(3, 2, 1), has_next=False)
+    first = ParsedPage(tuple(listing(3, 2, 1)), has_next=False)
     result = walk(first, {"00003", "00002", "00001"}, max_pages=5, read_older=pytest.fail, unseen=set)
     assert result.stop is Stop.LISTING_ENDED
     assert result.pages == 1
 
 
 def test_end_of_listing_page_ends_the_walk() -> None:
-    first = ListedPage(listing(3, 2, 1))
+    first = ParsedPage(tuple(listing(3, 2, 1)))
     result = walk(first, {"00003", "00002", "00001"}, max_pages=5, read_older=lambda n: None, unseen=set)
     assert result.stop is Stop.LISTING_ENDED
     assert ids(result.unseen) == ["00003", "00002", "00001"]

@@ -13,7 +13,7 @@ from bmsuploader.config.sources import Source, parse_sources
 from bmsuploader.contract.errors import SourceFormatError
 from bmsuploader.contract.message import parse_message
 from bmsuploader.fetch.decoding import decode_page
-from bmsuploader.fetch.parsing import Entry, has_next_page, parse_listing, parse_page
+from bmsuploader.fetch.parsing import Entry, parse_listing, parse_page
 
 PAGES = Path(__file__).resolve().parent.parent / "fixtures" / "pages"
 LISTING_URL = "https://uploader.example.jp/up/upload.cgi"
@@ -193,7 +193,7 @@ def test_a_listing_that_says_it_has_more_pages() -> None:
 
     page = parse_page(source, text, page_url=LISTING_URL)
 
-    assert page.has_next is True and has_next_page(source, text) is True
+    assert page.has_next is True
     assert parse_page(classic(), text, page_url=LISTING_URL).has_next is None  # no next_page selector
 
 

@@ -33,16 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bmsuploader.fetch.parsing import Entry
-
-
-@dataclass(frozen=True)
-class ListedPage:
-    """One parsed listing page."""
-
-    entries: Sequence[Entry]
-    #: whether the page links to an older one; ``None`` when the source cannot tell
-    has_next: bool | None = None
+from bmsuploader.fetch.parsing import Entry, ParsedPage
 
 
 class Stop(StrEnum):
@@ -63,7 +54,7 @@ class Walk:
 
 
 #: reads older page ``n`` (2, 3, ...); ``None`` means the page says the listing ended
-ReadOlder = Callable[[int], ListedPage | None]
+ReadOlder = Callable[[int], ParsedPage | None]
 #: the ids among those given that DynamoDB has not seen
 Unseen = Callable[[list[str]], set[str]]
 
@@ -83,13 +74,13 @@ def take_unseen(page: Sequence[Entry], unseen_ids: set[str], already: set[str]) 
     return taken
 
 
-def listing_ended(page: ListedPage, page_size: int) -> bool:
+def listing_ended(page: ParsedPage, page_size: int) -> bool:
     """Rule 2: a short page, or a page without a next-page link, is the last one."""
     return len(page.entries) < page_size or page.has_next is False
 
 
 def walk(
-    first: ListedPage, first_unseen: set[str], *, max_pages: int, read_older: ReadOlder, unseen: Unseen
+    first: ParsedPage, first_unseen: set[str], *, max_pages: int, read_older: ReadOlder, unseen: Unseen
 ) -> Walk:
     """Collect the unseen entries of page 1 and of as many older pages as the rules say.
 

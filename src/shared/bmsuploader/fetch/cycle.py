@@ -62,10 +62,10 @@ from bmsuploader.config.sources import Source
 from bmsuploader.contract.errors import SourceError, SourceFormatError
 from bmsuploader.contract.settings import Spending
 from bmsuploader.fetch.backlog import BacklogDrain
-from bmsuploader.fetch.catchup import ListedPage, Stop, walk
+from bmsuploader.fetch.catchup import Stop, walk
 from bmsuploader.fetch.dedup import Plan, plan_first_run, plan_new
 from bmsuploader.fetch.fetching import Page, PageFetcher
-from bmsuploader.fetch.parsing import Entry, has_next_page, parse_listing
+from bmsuploader.fetch.parsing import Entry, ParsedPage, parse_page
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
@@ -98,6 +98,7 @@ class SourceReport:
     pages: int = 0
     catch_up_limit: int = 0
     lossy_decodes: int = 0
+    repeated_ids: int = 0
     error: str | None = None
 
     def counts(self) -> dict[str, int]:
@@ -110,6 +111,7 @@ class SourceReport:
             "FetchErrors": int(self.outcome == "fetch_error"),
             "CatchUpLimit": self.catch_up_limit,
             "LossyDecodes": self.lossy_decodes,
+            "RepeatedIds": self.repeated_ids,
             "SourcesOutOfTime": int(self.outcome == "out_of_time"),
         }
 
@@ -123,6 +125,7 @@ class SourceRead:
     first_run: bool
     report: SourceReport = field(init=False)
     page: Page | None = None
+    parsed: ParsedPage | None = None
     #: page 1's entries, newest first
     listed: list[Entry] = field(default_factory=list)
     #: the unseen entries, newest first, after the catch-up walk
@@ -308,7 +311,9 @@ class FetchCycle:
         if page.not_modified:
             read.report.outcome = "not_modified"
             return
-        read.listed = parse_listing(source, page.text, page_url=page.url)
+        read.parsed = parse_page(source, page.text, page_url=page.url)
+        self._check_repeats(source, read.parsed, 1, read.report)
+        read.listed = list(read.parsed.entries)
         read.report.found = len(read.listed)
         read.listing_key = listing_key(read.listed)
         if read.first_run:
@@ -318,12 +323,23 @@ class FetchCycle:
 
     def _walk(self, read: SourceRead) -> None:
         assert read.page is not None and read.unseen_ids is not None
-        first = ListedPage(read.listed, has_next_page(read.source, read.page.text))
-        read.unseen = self._catch_up(read.source, first, read.unseen_ids, read.report)
+        assert read.parsed is not None
+        read.unseen = self._catch_up(read.source, read.parsed, read.unseen_ids, read.report)
 
     def _fetch_budget(self) -> float:
         """Seconds a fetch may take now without starving the run's last writes."""
         return self._time_left() - RUN_RESERVE_SECONDS
+
+    def _check_repeats(self, source: Source, parsed: ParsedPage, number: int, report: SourceReport) -> None:
+        if not parsed.duplicates:
+            return
+        report.repeated_ids += parsed.duplicates
+        self.logger.warning(
+            f"page {number} lists {parsed.duplicates} entr{'y' if parsed.duplicates == 1 else 'ies'} twice "
+            f"under one id (e.g. RSS items sharing a guid); the first is kept: "
+            f"{', '.join(parsed.duplicate_ids[:5])}",
+            extra={"source": source.name, "outcome": "repeated_ids", "pages": number},
+        )
 
     def _check_decoding(self, source: Source, page: Page, number: int, report: SourceReport) -> None:
         if not page.lossy:
@@ -342,11 +358,11 @@ class FetchCycle:
         )
 
     def _catch_up(
-        self, source: Source, first: ListedPage, unseen_ids: set[str], report: SourceReport
+        self, source: Source, first: ParsedPage, unseen_ids: set[str], report: SourceReport
     ) -> list[Entry]:
         """Unseen entries, newest first, by the rules of :mod:`bmsuploader.fetch.catchup`."""
 
-        def read_older(number: int) -> ListedPage | None:
+        def read_older(number: int) -> ParsedPage | None:
             report.pages = number
             older = self.pages.fetch(
                 source.page_url(number),
@@ -356,9 +372,7 @@ class FetchCycle:
             )
             self._check_decoding(source, older, number, report)
             try:
-                return ListedPage(
-                    parse_listing(source, older.text, page_url=older.url), has_next_page(source, older.text)
-                )
+                parsed = parse_page(source, older.text, page_url=older.url)
             except SourceFormatError as exc:
                 if source.end_of_listing and re.search(source.end_of_listing, older.text):
                     return None
@@ -370,6 +384,8 @@ class FetchCycle:
                     "there, set end_of_listing (text on that page) or selectors.next_page for this "
                     f"source. ({exc})",
                 ) from exc
+            self._check_repeats(source, parsed, number, report)
+            return None if parsed.empty else parsed  # empty and allowed: its end_of_listing text
 
         result = walk(
             first,

@@ -761,19 +761,3 @@ def _fit(field_name: str, value: str) -> str:
 
 def _fit_optional(field_name: str, value: str | None) -> str | None:
     return None if value is None else _fit(field_name, value)
-
-
-def has_next_page(source: Source, text: str) -> bool | None:
-    """Whether a listing page links to an older page (``selectors.next_page``).
-
-    ``None`` when the source does not say how to tell, or the page cannot be
-    read. (:attr:`ParsedPage.has_next` gives the same without a second parse.)
-    """
-    if source.selectors is None or source.selectors.next_page is None:
-        return None
-    try:
-        document = _html_document(source, text)
-        result = _evaluate(source, document, source.selectors.next_page, "next_page", "page")
-    except SourceFormatError:
-        return None
-    return _xpath_text(result) not in (None, "")
