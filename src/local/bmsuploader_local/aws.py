@@ -21,6 +21,8 @@ from bmsuploader_local.template import load_template
 
 REGION = "ap-northeast-1"
 ACCOUNT = "123456789012"
+#: provision_stack polls a new table until it is ACTIVE: seconds between polls, and how many
+TABLE_POLL_SECONDS, TABLE_POLLS = 1, 120
 
 
 def free_port() -> int:
@@ -154,8 +156,11 @@ def provision_stack(template_path: Path, *, stack_name: str) -> StackResources:
     sqs = boto3.client("sqs", region_name=os.environ.get("AWS_DEFAULT_REGION", REGION))
     ssm = boto3.client("ssm", region_name=os.environ.get("AWS_DEFAULT_REGION", REGION))
 
-    for logical, resource in _resources_of(template, "AWS::DynamoDB::Table").items():
-        props = resolver.resolve(resource["Properties"])
+    tables = {
+        logical: resolver.resolve(resource["Properties"])
+        for logical, resource in _resources_of(template, "AWS::DynamoDB::Table").items()
+    }
+    for logical, props in tables.items():
         name = props.get("TableName") or f"{stack_name}-{logical}"
         dynamodb.create_table(
             TableName=name,
@@ -163,13 +168,19 @@ def provision_stack(template_path: Path, *, stack_name: str) -> StackResources:
             AttributeDefinitions=props["AttributeDefinitions"],
             BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
         )
+        resolver.physical[logical] = {"Ref": name, "Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"}
+    # A table is CREATING for a while after CreateTable; real DynamoDB (and stricter
+    # emulators than moto) refuse UpdateTimeToLive and every item call until it is ACTIVE.
+    waiter = dynamodb.get_waiter("table_exists")
+    for logical, props in tables.items():
+        name = resolver.physical[logical]["Ref"]
+        waiter.wait(TableName=name, WaiterConfig={"Delay": TABLE_POLL_SECONDS, "MaxAttempts": TABLE_POLLS})
         ttl = props.get("TimeToLiveSpecification")
         if ttl and ttl.get("Enabled"):
             dynamodb.update_time_to_live(
                 TableName=name,
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
             )
-        resolver.physical[logical] = {"Ref": name, "Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"}
 
     queues = _resources_of(template, "AWS::SQS::Queue")
     # Dead-letter queues first: a queue's RedrivePolicy names its DLQ's ARN.
