@@ -9,25 +9,58 @@ VENV      ?= .venv
 PY313     ?= $(shell command -v python3.13 >/dev/null 2>&1 && python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null \
                || PYENV_VERSION=$$(pyenv latest 3.13 2>/dev/null) python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null)
 PYTHON    := $(VENV)/bin/python
+UV        := $(VENV)/bin/uv
 STAMP     := $(VENV)/.installed
+# uv installs the virtualenvs; its version is the one uv.lock pins (it is a dev dependency).
+UV_VERSION = $(shell sed -n '/^name = "uv"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' uv.lock)
+# The SAM CLI and checkov each pin boto3 exactly, so each has its own virtualenv (tools/*.lock).
 SAM_VENV  ?= .venv-sam
 SAM       := $(SAM_VENV)/bin/sam
+SAM_STAMP := $(SAM_VENV)/.installed
+CHECKOV_VENV  ?= .venv-checkov
+CHECKOV       := $(CHECKOV_VENV)/bin/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 # sam build resolves the runtime interpreter as `python3.13` on PATH.
 SAM_PATH  := $(dir $(PY313)):$(PATH)
 
-.PHONY: help venv run test lint typecheck pytest bench build validate clean
+.PHONY: help venv tools lock requirements run test lint typecheck pytest bench build validate clean
 
 help: ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml uv.lock
 	@test -n "$(PY313)" || { echo "Python 3.13 not found: install it (pyenv install 3.13) or put python3.13 on PATH" >&2; exit 1; }
 	test -x $(PYTHON) || $(PY313) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	test -x $(UV) || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+	# Exactly uv.lock (hashes checked); fails if pyproject.toml changed without `make lock`.
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --quiet --locked --python $(PYTHON)
 	touch $(STAMP)
 
-venv: $(STAMP) ## Create or update the virtual environment
+venv: $(STAMP) ## Create or update the virtual environment (exactly uv.lock)
+
+# The IaC tools' virtualenvs, exactly their tools/*.lock (hashes checked).
+$(SAM_VENV)/.installed: tools/sam.lock $(STAMP)
+	test -x $(SAM_VENV)/bin/python || $(UV) venv --quiet --python $(PY313) $(SAM_VENV)
+	$(UV) pip sync --quiet --python $(SAM_VENV)/bin/python --require-hashes tools/sam.lock
+	touch $@
+
+$(CHECKOV_VENV)/.installed: tools/checkov.lock $(STAMP)
+	test -x $(CHECKOV_VENV)/bin/python || $(UV) venv --quiet --python $(PY313) $(CHECKOV_VENV)
+	$(UV) pip sync --quiet --python $(CHECKOV_VENV)/bin/python --require-hashes tools/checkov.lock
+	touch $@
+
+tools: $(SAM_STAMP) $(CHECKOV_STAMP) ## Create the SAM CLI and checkov virtualenvs
+
+lock: $(STAMP) ## Re-resolve uv.lock and tools/*.lock (after editing pyproject.toml or tools/*.in), then `make requirements`
+	$(UV) lock
+	for tool in sam checkov; do \
+	  $(UV) pip compile --quiet --universal --python-version 3.13 --generate-hashes \
+	    --custom-compile-command "make lock" tools/$$tool.in -o tools/$$tool.lock || exit 1; \
+	done
+	$(MAKE) requirements
+
+requirements: $(STAMP) ## Write src/*/requirements.txt from uv.lock (each Lambda package's dependency group)
+	$(PYTHON) scripts/requirements.py
 
 run: $(STAMP) ## Run the whole pipeline locally (moto server, sample site, fake X); ARGS="--new-upload" adds one upload
 	$(VENV)/bin/bmsuploader run-local $(ARGS)
@@ -47,14 +80,10 @@ pytest: $(STAMP)
 bench: $(STAMP) ## Print API calls per run, import time and package size
 	$(PYTHON) scripts/bench.py
 
-$(SAM): 
-	test -x $(SAM) || $(PY313) -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli
-
-validate: $(SAM) ## sam validate --lint (offline cfn-lint)
+validate: $(SAM_STAMP) ## sam validate --lint (offline cfn-lint)
 	$(SAM) validate --lint
 
-build: $(SAM) ## sam build (no Docker needed; downloads arm64 wheels)
+build: $(SAM_STAMP) ## sam build (no Docker needed; downloads arm64 wheels)
 	PATH="$(SAM_PATH)" $(SAM) build
 
 clean: ## Remove build output and caches
