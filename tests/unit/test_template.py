@@ -32,6 +32,7 @@ EVENTS = ROOT / "events"
 OUTPUTS = {
     "QueueUrl",
     "DeadLetterQueueUrl",
+    "ScheduleDeadLetterQueueUrl",
     "StateTableName",
     "IdempotencyTableName",
     "FetcherFunctionName",
@@ -153,6 +154,7 @@ def test_tables(template: dict[str, Any], logical_id: str, keys: dict[str, str],
         keys, "S"
     )
     assert p["BillingMode"] == "PAY_PER_REQUEST"
+    assert p["DeletionProtectionEnabled"] is True  # on top of Retain: no DeleteTable by hand either
     assert p["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert p["SSESpecification"]["SSEEnabled"] is True
     assert p["TimeToLiveSpecification"] == {"AttributeName": ttl, "Enabled": True}
@@ -172,6 +174,8 @@ def test_fetcher_schedules(template: dict[str, Any]) -> None:
         # the account (staging) fails to deploy.
         assert schedule["OmitName"] is True
         assert schedule["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+        # A run Scheduler could not start ends in a queue (and an alarm), not nowhere.
+        assert schedule["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}}
         expression = schedule["ScheduleExpression"]["Fn::Sub"]
         assert expression.startswith("cron(") and expression.endswith(" * * ? *)")
         payload = json.loads(schedule["Input"])
@@ -181,6 +185,15 @@ def test_fetcher_schedules(template: dict[str, Any]) -> None:
         }
     assert "${DayHours}" in schedules["DaySchedule"]["ScheduleExpression"]["Fn::Sub"]
     assert "${NightHours}" in schedules["NightSchedule"]["ScheduleExpression"]["Fn::Sub"]
+
+
+def test_schedule_dead_letter_queue_is_a_standard_queue(template: dict[str, Any]) -> None:
+    # EventBridge Scheduler refuses a FIFO queue as a dead-letter queue.
+    queue = props(template, "ScheduleDeadLetterQueue")
+    assert not queue.get("FifoQueue", False)
+    assert not queue["QueueName"]["Fn::Sub"].endswith(".fifo")
+    assert queue["SqsManagedSseEnabled"] is True
+    assert queue["MessageRetentionPeriod"] == 14 * 24 * 3600
 
 
 def test_poster_reads_the_fifo_queue_in_order(template: dict[str, Any]) -> None:
@@ -254,7 +267,7 @@ def test_alarms(template: dict[str, Any]) -> None:
         for a in alarms.values()
         if (a["Namespace"], a["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
     }
-    assert set(dead_letters) == {"DeadLetterQueue"}
+    assert set(dead_letters) == {"DeadLetterQueue", "ScheduleDeadLetterQueue"}
     for alarm in dead_letters.values():
         assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
         assert alarm["Period"] <= 300
