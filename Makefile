@@ -74,14 +74,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP)
+# The SAM CLI's virtualenv: tests/unit/test_transformed.py lints the SAM-transformed template with it.
+pytest: $(STAMP) $(SAM_STAMP)
 	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
 
 bench: $(STAMP) ## Print API calls per run, import time and package size
 	$(PYTHON) scripts/bench.py
 
-validate: $(SAM_STAMP) ## sam validate --lint (offline cfn-lint)
+validate: $(SAM_STAMP) ## sam validate --lint, then cfn-lint on the SAM-transformed template (both offline)
 	$(SAM) validate --lint
+	$(SAM_VENV)/bin/python scripts/sam_lint.py template.yaml
 
 build: $(SAM_STAMP) ## sam build (no Docker needed; downloads arm64 wheels)
 	PATH="$(SAM_PATH)" $(SAM) build
