@@ -23,7 +23,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 # sam build resolves the runtime interpreter as `python3.13` on PATH.
 SAM_PATH  := $(dir $(PY313)):$(PATH)
 
-.PHONY: help venv tools lock requirements run test lint typecheck pytest bench build validate clean
+.PHONY: help venv tools lock requirements run test lint checkov typecheck pytest bench build validate clean
 
 help: ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -67,9 +67,13 @@ run: $(STAMP) ## Run the whole pipeline locally (moto server, sample site, fake 
 
 test: lint typecheck pytest ## Lint, type-check and run every test (what CI runs)
 
-lint: $(STAMP)
+lint: $(STAMP) checkov
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Every skip is an inline `checkov:skip=ID:reason` comment on its resource in template.yaml.
+checkov: $(CHECKOV_STAMP)
+	$(CHECKOV) --file template.yaml --framework cloudformation --skip-download --compact --quiet
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
