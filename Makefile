@@ -22,6 +22,7 @@ CHECKOV       := $(CHECKOV_VENV)/bin/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 # sam build resolves the runtime interpreter as `python3.13` on PATH.
 SAM_PATH  := $(dir $(PY313)):$(PATH)
+BUILD_DIR := .aws-sam/build
 
 .PHONY: help venv tools lock requirements run test lint checkov typecheck pytest bench build validate clean
 
@@ -89,8 +90,12 @@ validate: $(SAM_STAMP) ## sam validate --lint, then cfn-lint on the SAM-transfor
 	$(SAM) validate --lint
 	$(SAM_VENV)/bin/python scripts/sam_lint.py template.yaml
 
-build: $(SAM_STAMP) ## sam build (no Docker needed; downloads arm64 wheels)
+build: $(SAM_STAMP) ## sam build (no Docker; arm64 wheels), then compile and check byte-code, print sizes
 	PATH="$(SAM_PATH)" $(SAM) build
+	# Lambda's code folders are read-only: without .pyc in the package every cold start compiles
+	# every module it imports. unchecked-hash: the zip's timestamps cannot make them stale.
+	$(PY313) -m compileall -q -f -j0 --invalidation-mode unchecked-hash $(BUILD_DIR)/*/
+	$(PY313) scripts/check_build.py $(BUILD_DIR)
 
 clean: ## Remove build output and caches
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis .local-run
