@@ -29,11 +29,11 @@ BUILD_DIR := .aws-sam/build
 help: ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+# Exactly uv.lock (hashes checked); `--locked` fails if pyproject.toml changed without `make lock`.
 $(STAMP): pyproject.toml uv.lock
 	@test -n "$(PY313)" || { echo "Python 3.13 not found: install it (pyenv install 3.13) or put python3.13 on PATH" >&2; exit 1; }
 	test -x $(PYTHON) || $(PY313) -m venv $(VENV)
 	test -x $(UV) || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
-	# Exactly uv.lock (hashes checked); fails if pyproject.toml changed without `make lock`.
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --quiet --locked --python $(PYTHON)
 	touch $(STAMP)
 
@@ -90,10 +90,10 @@ validate: $(SAM_STAMP) ## sam validate --lint, then cfn-lint on the SAM-transfor
 	$(SAM) validate --lint
 	$(SAM_VENV)/bin/python scripts/sam_lint.py template.yaml
 
+# Lambda's code folders are read-only: without .pyc in the package every cold start compiles every
+# module it imports. unchecked-hash: the deployment zip keeps no timestamps to check them against.
 build: $(SAM_STAMP) ## sam build (no Docker; arm64 wheels), then compile and check byte-code, print sizes
 	PATH="$(SAM_PATH)" $(SAM) build
-	# Lambda's code folders are read-only: without .pyc in the package every cold start compiles
-	# every module it imports. unchecked-hash: the zip's timestamps cannot make them stale.
 	$(PY313) -m compileall -q -f -j0 --invalidation-mode unchecked-hash $(BUILD_DIR)/*/
 	$(PY313) scripts/check_build.py $(BUILD_DIR)
 
