@@ -19,12 +19,11 @@ ROLES: dict[str, dict[str, tuple[set[str], str]]] = {
         "Logs": ({"logs:CreateLogStream", "logs:PutLogEvents"}, "FetcherLogGroup"),
         "StateTable": (
             {
-                "dynamodb:PutItem",  # Leases.acquire (conditional)
+                "dynamodb:PutItem",  # Leases.acquire (conditional), SourceStates.put
                 "dynamodb:BatchGetItem",  # SourceStates.run_state, SeenEntries.unseen
-                "dynamodb:BatchWriteItem",  # SeenEntries.mark_seen, Backlog.unpark
-                # SourceStates.put, Backlog.drained, StateStore.finish_run's transaction
-                "dynamodb:UpdateItem",
-                "dynamodb:DeleteItem",  # the lease release in StateStore.finish_run's transaction
+                # SeenEntries.mark_seen, StateStore.finish_run (states and the lease), Backlog.unpark
+                "dynamodb:BatchWriteItem",
+                "dynamodb:UpdateItem",  # Backlog.drained
                 "dynamodb:Query",  # Backlog.oldest
             },
             "StateTable",
