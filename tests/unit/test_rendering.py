@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bmsuploader.config.sources import DEFAULT_TEMPLATE
+from bmsuploader.config.templates import DEFAULT_TEMPLATE
 from bmsuploader.contract.errors import PoisonMessageError
 from bmsuploader.contract.message import EntryMessage
 from bmsuploader.post.rendering import MAX_WEIGHTED_LENGTH, clean_text, neutralise, render_post
@@ -266,3 +266,13 @@ def test_rendering_is_deterministic() -> None:
     )
     assert first.text.encode() == again.text.encode() == refetched.text.encode()
     assert first == again == refetched
+
+
+def test_the_renderer_and_the_config_share_one_template_parser() -> None:
+    # A template the config check rejects is rejected by the renderer the same way.
+    from bmsuploader.contract.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown placeholder"):
+        render_post(entry(), template="{title} / {artist}", include_link=True)
+    with pytest.raises(ConfigError, match="no conversion"):
+        render_post(entry(), template="{title!r} / {url}", include_link=True)

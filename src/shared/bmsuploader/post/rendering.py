@@ -34,14 +34,14 @@ What rendering guarantees:
 from __future__ import annotations
 
 import re
-import string
 import unicodedata
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from bmsuploader.contract.errors import ConfigError, PoisonMessageError
+from bmsuploader.config.templates import Piece, Template, parse_template
+from bmsuploader.contract.errors import PoisonMessageError
 from bmsuploader.contract.message import EntryMessage
 
 with warnings.catch_warnings():
@@ -71,7 +71,6 @@ _TRIGGERS = str.maketrans({"@": "﹫", "＠": "﹫", "#": "♯", "＃": "♯", "
 # looks the same but is no domain separator for twitter-text.
 _URL_DOT = "\u2024"
 
-_SEPARATOR_RE = re.compile(r"( / |\n)")
 _WHITESPACE_RUN = re.compile(r"\s+")
 _IDEOGRAPHIC_SPACE = "\u3000"
 
@@ -157,60 +156,21 @@ def _check_url(url: str) -> str:
     return url
 
 
-@dataclass(frozen=True)
-class _Piece:
-    literal: str
-    field: str | None
+def _render(template: Template, values: Mapping[str, str]) -> str:
+    rendered: list[str | None] = [_render_segment(seg, values) for seg in template.segments]
+    out: list[str] = []
+    for index, text in enumerate(rendered):
+        if text is None:
+            continue
+        if out:
+            # The separator just before this segment; a dropped segment takes
+            # the separator before it (or, if it was first, after it) along.
+            out.append(template.separators[index - 1])
+        out.append(text)
+    return "".join(out).strip()
 
 
-def _parse_segment(segment: str) -> tuple[_Piece, ...]:
-    try:
-        parsed = list(string.Formatter().parse(segment))
-    except ValueError as exc:
-        raise ConfigError(f"template segment {segment!r}: {exc}") from exc
-    pieces = []
-    for literal, field, spec, conversion in parsed:
-        if field is not None and (spec or conversion):
-            raise ConfigError(
-                f"template placeholder {{{field}}} takes no conversion or format spec; "
-                "rendering decides cleaning and shortening"
-            )
-        pieces.append(_Piece(literal=literal, field=field))
-    return tuple(pieces)
-
-
-@dataclass(frozen=True)
-class _Template:
-    segments: tuple[tuple[_Piece, ...], ...]
-    separators: tuple[str, ...]  # separators[i] sits between segments i and i+1
-
-    @classmethod
-    def parse(cls, template: str) -> _Template:
-        parts = _SEPARATOR_RE.split(template)
-        return cls(
-            segments=tuple(_parse_segment(p) for p in parts[0::2]),
-            separators=tuple(parts[1::2]),
-        )
-
-    @property
-    def fields(self) -> frozenset[str]:
-        return frozenset(p.field for seg in self.segments for p in seg if p.field is not None)
-
-    def render(self, values: Mapping[str, str]) -> str:
-        rendered: list[str | None] = [_render_segment(seg, values) for seg in self.segments]
-        out: list[str] = []
-        for index, text in enumerate(rendered):
-            if text is None:
-                continue
-            if out:
-                # The separator just before this segment; a dropped segment takes
-                # the separator before it (or, if it was first, after it) along.
-                out.append(self.separators[index - 1])
-            out.append(text)
-        return "".join(out).strip()
-
-
-def _render_segment(pieces: tuple[_Piece, ...], values: Mapping[str, str]) -> str | None:
+def _render_segment(pieces: tuple[Piece, ...], values: Mapping[str, str]) -> str | None:
     """Render one segment, or ``None`` when it is to be dropped (see module doc)."""
     out: list[str] = []
     placeholders = 0
@@ -305,7 +265,7 @@ def _scraped(value: str | None) -> str:
 
 def render_post(message: EntryMessage, *, template: str, include_link: bool) -> RenderedPost:
     """Render one post. Raises :class:`PoisonMessageError` if it cannot be posted."""
-    parsed = _Template.parse(template)
+    parsed = parse_template(template)
     fields = parsed.fields
     values: dict[str, str] = {
         "source": _scraped(message.source),
@@ -319,7 +279,7 @@ def render_post(message: EntryMessage, *, template: str, include_link: bool) -> 
 
     def compose(cap: int | None) -> str:
         cut = free if cap is None else {name: _shorten(value, cap) for name, value in free.items()}
-        return parsed.render({**values, **cut})
+        return _render(parsed, {**values, **cut})
 
     text = _fit(compose, longest)
     if not text:
