@@ -10,6 +10,9 @@ PY313     ?= $(shell command -v python3.13 >/dev/null 2>&1 && python3.13 -c 'imp
                || PYENV_VERSION=$$(pyenv latest 3.13 2>/dev/null) python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null)
 PYTHON    := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
+# X's official twitter-text library (npm), the judge of the rendering tests; tests only.
+ORACLE    := tests/twitter_text_js
+ORACLE_STAMP := $(ORACLE)/node_modules/.installed
 SAM_VENV  ?= .venv-sam
 SAM       := $(SAM_VENV)/bin/sam
 # sam build resolves the runtime interpreter as `python3.13` on PATH.
@@ -27,7 +30,12 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-venv: $(STAMP) ## Create or update the virtual environment
+$(ORACLE_STAMP): $(ORACLE)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(ORACLE) --no-audit --no-fund --loglevel=error && touch $(ORACLE_STAMP); \
+	else echo "npm not found: the tests judged by X's official twitter-text library will be skipped" >&2; fi
+
+venv: $(STAMP) $(ORACLE_STAMP) ## Create or update the virtual environment (and the npm test judge)
 
 run: $(STAMP) ## Run the whole pipeline locally (moto server, sample site, fake X); ARGS="--new-upload" adds one upload
 	$(VENV)/bin/bmsuploader run-local $(ARGS)
@@ -41,7 +49,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(ORACLE_STAMP)
 	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
 
 bench: $(STAMP) ## Print API calls per run, import time and package size
