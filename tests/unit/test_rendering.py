@@ -11,11 +11,20 @@ import pytest
 from bmsuploader.config.templates import DEFAULT_TEMPLATE
 from bmsuploader.contract.errors import PoisonMessageError
 from bmsuploader.contract.message import EntryMessage
+from bmsuploader.post import tweet_text
 from bmsuploader.post.rendering import MAX_WEIGHTED_LENGTH, clean_text, neutralise, render_post
+from bmsuploader.post.tweet_text import extract_entities, weighted_length
 
-# After bmsuploader.post.rendering, which imports twitter_text with its pkg_resources
-# warning silenced.
-from twitter_text import extract_urls, parse_tweet  # isort: skip
+
+def extract_urls(text: str) -> list[str]:
+    """What X links in ``text`` (tweet_text agrees with the official library; see its tests)."""
+    return [text[e.start : e.end] for e in tweet_text.extract_urls(text)]
+
+
+def live_tags(text: str) -> list[str]:
+    """Mentions, hashtags and cashtags X would make live in ``text``."""
+    return [text[e.start : e.end] for e in extract_entities(text) if e.kind != "url"]
+
 
 URL = "https://uploader.example.jp/bms/upload.cgi?get=00123"
 
@@ -103,6 +112,21 @@ def test_neutralise_breaks_accidental_links(scraped: str) -> None:
     assert extract_urls(neutralise(scraped)) == []
 
 
+@pytest.mark.parametrize(
+    "scraped",
+    [
+        "曲名、x-y.tv",  # after an ideographic comma
+        "\ue000song.zip",  # a Windows 外字 (cp932 0xF040 -> U+E000)
+        "\ufffdsong.zip",
+        "x\ufffdme﹫example.jpｶﾀ",  # ﹫ is no at sign, so this is a link
+        "🥳🍝🎹👩🏿\u200d🎓📊🙏a.jp",
+    ],
+)
+def test_neutralise_breaks_links_only_the_official_library_finds(scraped: str) -> None:
+    assert extract_urls(scraped)
+    assert extract_urls(neutralise(scraped)) == []
+
+
 def test_neutralise_is_idempotent() -> None:
     once = neutralise(HOSTILE)
     assert neutralise(once) == once
@@ -131,6 +155,41 @@ def test_a_literal_at_sign_before_a_field_cannot_mention_scraped_text() -> None:
     assert triggers(post.text) == []
 
 
+def test_adjacent_placeholders_cannot_form_a_link() -> None:
+    post = render_post(entry(title="x", comment="com"), template="{title}.{comment}", include_link=False)
+    assert extract_urls(post.text) == []
+    assert not post.has_url
+
+
+def test_adjacent_placeholders_cannot_form_a_tag() -> None:
+    post = render_post(entry(title="!", comment="BMS"), template="#BMS {title}#{comment}", include_link=False)
+    assert live_tags(post.text) == ["#BMS"]
+
+
+def test_an_entry_url_cannot_leave_a_live_hashtag_behind_it() -> None:
+    url = "https://uploader.example.jp/up/a^#x"
+    assert live_tags(url) == ["#x"]  # X stops the link at "^"
+    post = render_post(entry(url=url, comment=""), template=DEFAULT_TEMPLATE, include_link=True)
+    assert live_tags(post.text) == []
+    assert extract_urls(post.text) == ["https://uploader.example.jp/up/a%5E#x"]  # the same URL for a browser
+
+
+def test_an_entry_url_with_japanese_in_its_path_is_one_link() -> None:
+    url = "https://uploader.example.jp/bms/" + "曲名" * 150 + ".zip"
+    post = render_post(entry(url=url, title="星"), template=DEFAULT_TEMPLATE, include_link=True)
+    assert post.weighted_length == 12 + 2 + 3 + 8 + 3 + 23  # 【新着差分】星 / 差分です / URL
+    assert len(extract_urls(post.text)) == 1
+
+
+def test_the_weight_is_the_official_one_where_the_port_was_wrong() -> None:
+    # twitter-text-parser weighed this 21 (no link for it); X weighs the link in it 23.
+    post = render_post(
+        entry(title="x\ufffdme﹫example.jpｶﾀ", comment=""), template="{title}", include_link=False
+    )
+    assert extract_urls(post.text) == []
+    assert post.weighted_length == weighted_length(post.text)
+
+
 # --- render_post: the URL -----------------------------------------------------
 
 
@@ -151,7 +210,7 @@ def test_a_url_that_is_not_http_is_poison(bad: str) -> None:
 
 def test_an_entry_link_counts_as_a_url_even_where_x_would_not_link_it() -> None:
     local = "http://127.0.0.1:8080/up/src/up00123.zip"
-    assert extract_urls(local) == []  # an IP host is no link for twitter-text
+    assert extract_urls(local) == []  # an IP host is no link for X
     post = render_post(entry(url=local), template=DEFAULT_TEMPLATE, include_link=True)
     assert post.text.endswith(local)
     assert post.has_url  # but the spend estimate must assume the pricier kind
@@ -204,13 +263,13 @@ def test_line_breaks_separate_segments_too() -> None:
 def test_weighted_length_is_twitter_texts() -> None:
     post = render_post(entry(title="T", comment=""), template=DEFAULT_TEMPLATE, include_link=True)
     # 【新着差分】 6 x 2, "T" 1, " / " 3, any URL 23.
-    assert post.weighted_length == 12 + 1 + 3 + 23 == parse_tweet(post.text).weightedLength
+    assert post.weighted_length == 12 + 1 + 3 + 23 == weighted_length(post.text)
 
 
 def test_over_long_japanese_title_is_shortened_with_an_ellipsis() -> None:
     title = "とても長い差分のタイトル" * 30  # 360 characters, 720 weighted
     post = render_post(entry(title=title, comment=""), template=DEFAULT_TEMPLATE, include_link=True)
-    assert post.weighted_length == parse_tweet(post.text).weightedLength
+    assert post.weighted_length == weighted_length(post.text)
     assert MAX_WEIGHTED_LENGTH - 4 <= post.weighted_length <= MAX_WEIGHTED_LENGTH
     head, _, tail = post.text.partition(" / ")
     assert head.startswith("【新着差分】とても長い差分のタイトルとても") and head.endswith("…")
