@@ -335,3 +335,41 @@ def test_the_renderer_and_the_config_share_one_template_parser() -> None:
         render_post(entry(), template="{title} / {artist}", include_link=True)
     with pytest.raises(ConfigError, match="no conversion"):
         render_post(entry(), template="{title!r} / {url}", include_link=True)
+
+
+# --- render_post: bounded work ------------------------------------------------
+
+
+def test_a_10k_character_field_is_cut_before_it_is_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    # "a." * 2000 took 63 s: URL extraction is super-linear on it and ran on the whole
+    # field at every step of the shortening search. Count the work, not the seconds.
+    from bmsuploader.post import rendering
+
+    scanned: list[int] = []
+    measured: list[str] = []
+    real_scan, real_weigh = tweet_text._extract_urls, rendering.weighted_length
+    monkeypatch.setattr(
+        tweet_text, "_extract_urls", lambda text: scanned.append(len(text)) or real_scan(text)
+    )
+    monkeypatch.setattr(rendering, "weighted_length", lambda text: measured.append(text) or real_weigh(text))
+
+    # Beyond the schema's 4,000 (model_copy does not validate): rendering must not rely on it.
+    message = entry().model_copy(update={"comment": "a." * 5000})
+    post = render_post(message, template=DEFAULT_TEMPLATE, include_link=True)
+
+    assert post.weighted_length <= MAX_WEIGHTED_LENGTH
+    assert post.text.endswith("… / " + URL)
+    assert max(scanned) <= rendering.MAX_FIELD_CHARS + 100  # never the 10,000 characters
+    # A binary search over the cut field: O(log n) measurements, not O(n).
+    assert len(measured) <= 4 + rendering.MAX_FIELD_CHARS.bit_length()
+
+
+def test_the_field_cap_keeps_every_field_that_could_fit() -> None:
+    # No text denser than the longest emoji X counts as one (2 weight units) can fit
+    # more characters into a post than the cap allows.
+    from bmsuploader.post import rendering
+
+    longest = max(
+        len(line.split()) for line in tweet_text._EMOJI_FILE.read_text().splitlines() if line[0] != "#"
+    )
+    assert MAX_WEIGHTED_LENGTH // 2 * longest <= rendering.MAX_FIELD_CHARS

@@ -36,6 +36,9 @@ What rendering guarantees:
   ``"…"``: the longest field is shortened first, down to the next one, then
   both, and so on. If even one character each does not fit, the message is
   poison (:class:`~bmsuploader.contract.errors.PoisonMessageError`).
+* **Bounded work.** A field longer than :data:`MAX_FIELD_CHARS` is cut before
+  anything measures it (no more could fit), and the cut point is found by binary
+  search: O(log n) measurements of a bounded text, whatever a page holds.
 """
 
 from __future__ import annotations
@@ -67,6 +70,11 @@ __all__ = [
     "weighted_length",
 ]
 ELLIPSIS = "…"
+#: A scraped field is cut to this many characters before anything measures it. No
+#: more can fit in a post: X counts at most one weight unit per character, except
+#: emoji sequences (up to 10 characters for 2 units), so 280 units hold at most 1,400.
+#: Bounds the work per post whatever a page holds (URL search is not linear).
+MAX_FIELD_CHARS = 1400
 #: Scraped fields that may be shortened to make a post fit; the URL never is.
 FREE_TEXT_FIELDS = ("title", "comment", "filename")
 
@@ -372,7 +380,12 @@ def _fit(compose: Callable[[int | None], str], longest: int) -> str:
 
 
 def _scraped(value: str | None) -> str:
-    return neutralise(clean_text(value)) if value else ""
+    """Clean, cut to :data:`MAX_FIELD_CHARS` and neutralised: ready for the template."""
+    if not value:
+        return ""
+    # Cleaning is linear, so it sees the whole value (whitespace runs collapse).
+    cleaned = clean_text(value)
+    return _shorten(cleaned, MAX_FIELD_CHARS) if len(cleaned) > MAX_FIELD_CHARS else neutralise(cleaned)
 
 
 def render_post(message: EntryMessage, *, template: str, include_link: bool) -> RenderedPost:
