@@ -373,3 +373,17 @@ def test_the_field_cap_keeps_every_field_that_could_fit() -> None:
         len(line.split()) for line in tweet_text._EMOJI_FILE.read_text().splitlines() if line[0] != "#"
     )
     assert MAX_WEIGHTED_LENGTH // 2 * longest <= rendering.MAX_FIELD_CHARS
+
+
+@pytest.mark.parametrize(
+    ("template", "overrides"),
+    [
+        ("{entry_id} / {url}", {"entry_id": "識別子" * 85}),  # a long feed guid, 510 weighted
+        ("{size} {uploaded_at} / {title}", {"size": "容量" * 50, "uploaded_at": "日時" * 50, "title": "T"}),
+    ],
+)
+def test_every_scraped_field_can_be_shortened(template: str, overrides: dict[str, Any]) -> None:
+    # These were "cannot fit": only title, comment and filename were ever shortened.
+    post = render_post(entry(**overrides), template=template, include_link=True)
+    assert post.weighted_length <= MAX_WEIGHTED_LENGTH
+    assert "…" in post.text

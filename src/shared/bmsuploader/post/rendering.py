@@ -31,11 +31,12 @@ What rendering guarantees:
   ``"【新着差分】{title} / {comment} / {url}"`` with no comment renders
   ``"【新着差分】T / https://..."``, and with the link policy off ``"【新着差分】T / C"``.
 * **The post fits**: weighted length (twitter-text rules, as X counts it) at most
-  :data:`MAX_WEIGHTED_LENGTH`. If it is longer, the longest free-text fields
-  (title, comment, filename; never the URL) are cut to a common length with
-  ``"…"``: the longest field is shortened first, down to the next one, then
-  both, and so on. If even one character each does not fit, the message is
-  poison (:class:`~bmsuploader.contract.errors.PoisonMessageError`).
+  :data:`MAX_WEIGHTED_LENGTH`. If it is longer, the scraped fields the template
+  uses (any of title, comment, filename, size, uploaded_at, entry_id, source;
+  never the URL) are cut to a common length with ``"…"``: the longest field is
+  shortened first, down to the next one, then both, and so on. If even one
+  character each does not fit, the message is poison
+  (:class:`~bmsuploader.contract.errors.PoisonMessageError`).
 * **Bounded work.** A field longer than :data:`MAX_FIELD_CHARS` is cut before
   anything measures it (no more could fit), and the cut point is found by binary
   search: O(log n) measurements of a bounded text, whatever a page holds.
@@ -75,8 +76,9 @@ ELLIPSIS = "…"
 #: emoji sequences (up to 10 characters for 2 units), so 280 units hold at most 1,400.
 #: Bounds the work per post whatever a page holds (URL search is not linear).
 MAX_FIELD_CHARS = 1400
-#: Scraped fields that may be shortened to make a post fit; the URL never is.
-FREE_TEXT_FIELDS = ("title", "comment", "filename")
+#: Scraped fields, all of which may be shortened to make a post fit (the longest
+#: first, see :func:`_fit`); the URL never is.
+FREE_TEXT_FIELDS = ("title", "comment", "filename", "size", "uploaded_at", "entry_id", "source")
 
 # Entity triggers and their stand-ins. twitter-text (and so X) starts a mention at
 # "@" or FULL-WIDTH "＠" and a hashtag at "#" or FULL-WIDTH "＃", so the full-width
@@ -360,7 +362,7 @@ def _fit(compose: Callable[[int | None], str], longest: int) -> str:
     if longest == 0 or weighted_length(compose(1)) > MAX_WEIGHTED_LENGTH:
         raise PoisonMessageError(
             f"post cannot fit in {MAX_WEIGHTED_LENGTH} weighted characters even with "
-            f"{', '.join(FREE_TEXT_FIELDS)} cut to one character: "
+            f"every scraped field cut to one character: "
             f"{weighted_length(compose(1))} with the template's fixed text and URL"
         )
     # Invariant: cap ``low`` fits. The weight is not strictly monotonic in the cap
@@ -392,19 +394,13 @@ def render_post(message: EntryMessage, *, template: str, include_link: bool) -> 
     """Render one post. Raises :class:`PoisonMessageError` if it cannot be posted."""
     parsed = parse_template(template)
     fields = parsed.fields
-    values: dict[str, str] = {
-        "source": _scraped(message.source),
-        "entry_id": _scraped(message.entry_id),
-        "size": _scraped(message.size),
-        "uploaded_at": _scraped(message.uploaded_at),
-        "url": _entry_url(message.url) if include_link and "url" in fields else "",
-    }
-    free = {name: _scraped(getattr(message, name)) for name in FREE_TEXT_FIELDS}
-    longest = max((len(free[name]) for name in FREE_TEXT_FIELDS if name in fields), default=0)
+    url = _entry_url(message.url) if include_link and "url" in fields else ""
+    free = {name: _scraped(getattr(message, name)) for name in FREE_TEXT_FIELDS if name in fields}
+    longest = max(map(len, free.values()), default=0)
 
     def compose(cap: int | None) -> str:
         cut = free if cap is None else {name: _shorten(value, cap) for name, value in free.items()}
-        return _guard(_render(parsed, {**values, **cut}))
+        return _guard(_render(parsed, {**cut, "url": url}))
 
     text = _fit(compose, longest)
     if not text:
@@ -412,5 +408,5 @@ def render_post(message: EntryMessage, *, template: str, include_link: bool) -> 
     # The entry link counts even where X would not link it (an IP or
     # localhost host in local runs): has_url feeds the spend estimate, which must
     # not come out low. Anything else X would link counts too.
-    has_url = bool(values["url"]) or bool(extract_urls(text))
+    has_url = bool(url) or bool(extract_urls(text))
     return RenderedPost(text=text, weighted_length=weighted_length(text), has_url=has_url)
