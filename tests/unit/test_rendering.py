@@ -84,6 +84,42 @@ def test_clean_text_keeps_a_lone_ideographic_space() -> None:
     assert clean_text("曲名 \u3000 作者") == "曲名 作者"
 
 
+FAMILY = "👨\u200d👩\u200d👧"
+ENGLAND = "🏴\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"
+
+
+@pytest.mark.parametrize("emoji", [FAMILY, "👩🏽\u200d💻", "🏳️\u200d🌈", "❤️\u200d🔥", "👁️\u200d🗨️", ENGLAND])
+def test_clean_text_keeps_emoji_sequences_whole(emoji: str) -> None:
+    # A zero-width joiner (or a flag's tag characters) is invisible but part of the emoji:
+    # without it a family becomes three people.
+    assert clean_text(f"曲名 {emoji} 差分") == f"曲名 {emoji} 差分"
+
+
+@pytest.mark.parametrize(
+    ("dirty", "clean"),
+    [
+        ("a\u200db", "ab"),
+        ("\u200d👍", "👍"),
+        ("👍\u200d", "👍"),
+        ("👍\u200d\u200d👍", "👍\u200d👍"),
+        ("曲\u200d👍", "曲👍"),
+        ("\U000e0067\U000e007f", ""),  # tag characters outside a flag
+    ],
+)
+def test_clean_text_drops_joiners_outside_emoji(dirty: str, clean: str) -> None:
+    assert clean_text(dirty) == clean
+
+
+def test_a_family_emoji_weighs_two_and_is_never_cut_in_half() -> None:
+    post = render_post(
+        entry(title="曲" * 130 + FAMILY * 20, comment=""), template="{title}", include_link=False
+    )
+    assert post.weighted_length <= MAX_WEIGHTED_LENGTH
+    body = post.text.removesuffix("…")
+    assert body.endswith(FAMILY)
+    assert weighted_length(FAMILY) == 2
+
+
 # --- neutralise ---------------------------------------------------------------
 
 

@@ -124,17 +124,63 @@ def _collapse(match: re.Match[str]) -> str:
     return match.group() if match.group() == _IDEOGRAPHIC_SPACE else " "
 
 
+_ZWJ = "\u200d"
+# An emoji flag of a region: black flag, tag letters, cancel tag (e.g. England).
+_TAG_SEQUENCE = re.compile("\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f")
+
+
+def _is_emoji_modifier(ch: str) -> bool:
+    """What may sit between an emoji and a joiner: VS16 and skin tones."""
+    return ch == "\ufe0f" or 0x1F3FB <= ord(ch) <= 0x1F3FF
+
+
+def _is_pictograph(ch: str) -> bool:
+    return unicodedata.category(ch) == "So"
+
+
+def _joins_emoji(kept: list[str], following: str) -> bool:
+    """A joiner between two emoji (after ``kept``, before ``following``) is part of them."""
+    index = len(kept) - 1
+    while index >= 0 and _is_emoji_modifier(kept[index]):
+        index -= 1
+    return index >= 0 and _is_pictograph(kept[index]) and bool(following) and _is_pictograph(following)
+
+
+def _drop_invisible(text: str) -> str:
+    """Delete control and format characters, except those inside an emoji sequence."""
+    flags = {index for m in _TAG_SEQUENCE.finditer(text) for index in range(m.start() + 1, m.end())}
+    visible = [index in flags or ch == _ZWJ or not _is_dropped(ch) for index, ch in enumerate(text)]
+    # following[i]: the next character after i that is not deleted outright (one pass back).
+    following = [""] * len(text)
+    after = ""
+    for index in range(len(text) - 1, -1, -1):
+        following[index] = after
+        if visible[index]:
+            after = text[index]
+    kept: list[str] = []
+    for index, ch in enumerate(text):
+        if ch == _ZWJ:
+            if _joins_emoji(kept, following[index]):
+                kept.append(ch)
+        elif visible[index]:
+            kept.append(ch)
+    return "".join(kept)
+
+
 def clean_text(value: str) -> str:
     """Normalise scraped text: NFC, no control/format characters, single spaces.
 
     Whitespace controls (tab, newline, ...) become spaces first, so words stay
     apart; other controls and invisible format characters (zero-width, bidi
-    overrides, BOM, soft hyphen) are deleted. Runs of whitespace collapse to one
-    space and the ends are stripped. NFC is applied last, because deleting a
-    format character can bring a base letter and its combining mark together.
+    overrides, BOM, soft hyphen) are deleted, except where they belong to an
+    emoji: a zero-width joiner between two emoji (a family is one emoji, not
+    three) and the tag characters of a region flag. Runs of whitespace collapse
+    to one space and the ends are stripped. NFC is applied last, because
+    deleting a format character can bring a base letter and its combining mark
+    together.
     """
     spaced = "".join(" " if ch.isspace() and ch != _IDEOGRAPHIC_SPACE else ch for ch in value)
-    kept = "".join(ch for ch in spaced if not _is_dropped(ch))
+    kept = _drop_invisible(spaced)
     collapsed = _WHITESPACE_RUN.sub(_collapse, kept).strip()
     return unicodedata.normalize("NFC", collapsed)
 
@@ -328,12 +374,15 @@ def _guard(spans: list[_Span]) -> str:
 
 def _is_continuation(ch: str) -> bool:
     """Characters that belong to the one before: combining marks, variation
-    selectors, emoji skin-tone modifiers. A cut must not separate them."""
+    selectors, emoji skin-tone modifiers, joiners, flag tags. A cut must not
+    separate them."""
     code = ord(ch)
     return (
         unicodedata.category(ch) in ("Mn", "Mc", "Me")
         or 0xFE00 <= code <= 0xFE0F
         or 0x1F3FB <= code <= 0x1F3FF
+        or ch == _ZWJ
+        or 0xE0020 <= code <= 0xE007F  # a region flag's tags
     )
 
 
@@ -342,7 +391,9 @@ def _shorten(value: str, cap: int) -> str:
     if len(value) <= cap:
         return value
     cut = cap
-    while 0 < cut < len(value) and _is_continuation(value[cut]):
+    # Back off to the start of the character the cut would split: a combining mark,
+    # a modifier, or anything joined to the character before it by a ZWJ.
+    while 0 < cut < len(value) and (_is_continuation(value[cut]) or value[cut - 1] == _ZWJ):
         cut -= 1
     head = value[: cut or cap].rstrip() or value[: cut or cap]
     # The cut can make a link out of text that was none ("song.zipper" ->
