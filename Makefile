@@ -14,6 +14,9 @@ STAMP     := $(VENV)/.installed
 # uv installs the virtualenvs; its version is the one uv.lock pins (it is a dev dependency).
 UV_VERSION = $(shell sed -n '/^name = "uv"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' uv.lock)
 # The SAM CLI and checkov each pin boto3 exactly, so each has its own virtualenv (tools/*.lock).
+# X's official twitter-text library (npm), the judge of the rendering tests; tests only.
+ORACLE    := tests/twitter_text_js
+ORACLE_STAMP := $(ORACLE)/node_modules/.installed
 SAM_VENV  ?= .venv-sam
 SAM       := $(SAM_VENV)/bin/sam
 SAM_STAMP := $(SAM_VENV)/.installed
@@ -37,7 +40,6 @@ $(STAMP): pyproject.toml uv.lock
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --quiet --locked --python $(PYTHON)
 	touch $(STAMP)
 
-venv: $(STAMP) ## Create or update the virtual environment (exactly uv.lock)
 
 # The IaC tools' virtualenvs, exactly their tools/*.lock (hashes checked).
 $(SAM_VENV)/.installed: tools/sam.lock $(STAMP)
@@ -63,6 +65,13 @@ lock: $(STAMP) ## Re-resolve uv.lock and tools/*.lock (after editing pyproject.t
 requirements: $(STAMP) ## Write src/*/requirements.txt from uv.lock (each Lambda package's dependency group)
 	$(PYTHON) scripts/requirements.py
 
+$(ORACLE_STAMP): $(ORACLE)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(ORACLE) --no-audit --no-fund --loglevel=error && touch $(ORACLE_STAMP); \
+	else echo "npm not found: the tests judged by X's official twitter-text library will be skipped" >&2; fi
+
+venv: $(STAMP) $(ORACLE_STAMP) ## Create or update the virtual environment (exactly uv.lock) and the npm test judge
+
 run: $(STAMP) ## Run the whole pipeline locally (moto server, sample site, fake X); ARGS="--new-upload" adds one upload
 	$(VENV)/bin/bmsuploader run-local $(ARGS)
 
@@ -80,7 +89,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 # The SAM CLI's virtualenv: tests/unit/test_transformed.py lints the SAM-transformed template with it.
-pytest: $(STAMP) $(SAM_STAMP)
+pytest: $(STAMP) $(SAM_STAMP) $(ORACLE_STAMP)
 	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
 
 bench: $(STAMP) ## Print API calls per run, import time and package size

@@ -1,6 +1,6 @@
-"""Print the figures we track: parsing speed, AWS API calls per run, cold import time, package size.
+"""Print the figures we track: parsing and rendering speed, AWS calls per run, cold import time, package size.
 
-    make bench            (or: .venv/bin/python scripts/bench.py [parsing])
+    make bench            (or: .venv/bin/python scripts/bench.py [parsing|rendering])
 
 Counts are exact (botocore ``before-call`` hooks on the handlers' own clients);
 import times are wall-clock medians of fresh interpreters, so they vary with the
@@ -287,11 +287,59 @@ def package_sizes() -> None:
     print(f"  (built {datetime.fromtimestamp(build.stat().st_mtime, UTC):%Y-%m-%d %H:%M} UTC)")
 
 
+#: issue 12: rendering a post whose field holds 10,000 characters (the poster's timeout is 30 s)
+RENDERING_BUDGET_S = 1.0
+
+
+def rendering_time(rounds: int = 5) -> bool:
+    """The worst rendering cases found by fuzzing, at 10,000 characters, slowest round counts.
+
+    ``"a." * 5000`` is the text that made URL extraction super-linear (63 s at 4,000
+    characters with twitter-text-parser); the others fill every free-text field.
+    """
+    from bmsuploader.config.templates import DEFAULT_TEMPLATE
+    from bmsuploader.contract.message import EntryMessage
+    from bmsuploader.post.rendering import render_post
+
+    base = EntryMessage(
+        source="bench",
+        entry_id="1",
+        title="t",
+        url="https://uploader.example.jp/up/src/up00123.zip",
+        fetched_at=datetime(2026, 5, 1, tzinfo=UTC),
+    )
+    cases = {
+        "comment 'a.' x 5000": {"comment": "a." * 5000},
+        "title '曲' x 10000": {"title": "曲" * 10000},
+        "three fields 'a.' x 5000": {"title": "a." * 5000, "comment": "x." * 5000, "filename": "f." * 5000},
+    }
+    render_post(base, template=DEFAULT_TEMPLATE, include_link=True)  # compile the patterns first
+    print(f"Rendering one post with a 10,000-character field (slowest of {rounds} rounds)")
+    passed = True
+    for label, update in cases.items():
+        message = base.model_copy(update=update)  # beyond the schema's limits on purpose
+        worst = 0.0
+        for _ in range(rounds):
+            started = time.perf_counter()
+            render_post(message, template="{title} / {comment} / {filename} / {url}", include_link=True)
+            worst = max(worst, time.perf_counter() - started)
+        verdict = "PASS" if worst <= RENDERING_BUDGET_S else "FAIL"
+        passed = passed and verdict == "PASS"
+        print(
+            f"  {label:<26} {worst * 1000:7.0f} ms (budget <= {RENDERING_BUDGET_S * 1000:.0f} ms)  {verdict}"
+        )
+    return passed
+
+
 def main(sections: list[str]) -> int:
     started = time.perf_counter()
+    if sections == ["rendering"]:
+        return 0 if rendering_time() else 1
     budgets_met = [parsing_speed()]
     if sections == ["parsing"]:
         return 0 if all(budgets_met) else 1
+    print()
+    budgets_met.append(rendering_time())
     print()
     api_calls()
     wall, idle_calls = many_sources()

@@ -170,6 +170,21 @@ def test_positional_post_template_placeholder() -> None:
 
 
 @pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{title!r} / {url}", "{title} takes no conversion or format spec"),
+        ("{title:>10} / {url}", "{title} takes no conversion or format spec"),
+        ("{title} / {url", "expected '}' before end of string"),
+        ("{title[0]} / {url}", "unknown placeholder(s) ['title[0]']"),
+    ],
+)
+def test_a_post_template_the_renderer_cannot_render_fails_at_load(template: str, expected: str) -> None:
+    # These loaded before and then failed every post of the source at post time.
+    message = error_for({**CLASSIC, "template": template})
+    assert_names(message, "source 'up1'", "template:", expected)
+
+
+@pytest.mark.parametrize(
     ("first_run", "expected"),
     [
         ({"policy": "post_newest"}, "policy 'post_newest' needs count >= 1"),

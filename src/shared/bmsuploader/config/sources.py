@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from bmsuploader.config.templates import DEFAULT_TEMPLATE, parse_template
 from bmsuploader.config.xpath import XPathKind, check_xpath
 from bmsuploader.contract.errors import ConfigError
 from bmsuploader.fetch.decoding import normalise_encoding
@@ -39,12 +40,6 @@ CONFIG_DIR = Path(__file__).resolve().parent
 #: in the layer. Both are the directory above this package.
 DEFAULT_SOURCES_FILE = CONFIG_DIR.parent.parent / "sources.toml"
 PRESETS_FILE = CONFIG_DIR / "presets.toml"
-
-#: Fields a post template may use.
-TEMPLATE_FIELDS = frozenset(
-    {"title", "comment", "url", "filename", "size", "uploaded_at", "source", "entry_id"}
-)
-DEFAULT_TEMPLATE = "【新着差分】{title} / {comment} / {url}"
 
 # A source name is the SQS MessageGroupId, so it must use SQS's character set.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -201,18 +196,12 @@ class Source(BaseModel):
 
     @field_validator("template")
     @classmethod
-    def _template_fields(cls, value: str) -> str:
+    def _renderable_template(cls, value: str) -> str:
+        # The renderer's own parser: a template that loads is one the poster can render.
         try:
-            fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
-        except ValueError as exc:
-            raise ValueError(f"invalid template {value!r}: {exc}") from exc
-        if "" in fields:
-            raise ValueError("positional placeholder {} in template; name the field, e.g. {title}")
-        unknown = fields - TEMPLATE_FIELDS
-        if unknown:
-            raise ValueError(
-                f"unknown placeholder(s) {sorted(unknown)} in template; allowed: {sorted(TEMPLATE_FIELDS)}"
-            )
+            parse_template(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
         return value
 
     @model_validator(mode="after")

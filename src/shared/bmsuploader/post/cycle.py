@@ -44,7 +44,8 @@ from pydantic import BaseModel, ConfigDict
 
 from bmsuploader.aws.queue import clamp_visibility
 from bmsuploader.aws.state import StateStore, budget_month
-from bmsuploader.config.sources import DEFAULT_TEMPLATE, SourcesConfig
+from bmsuploader.config.sources import SourcesConfig
+from bmsuploader.config.templates import DEFAULT_TEMPLATE
 from bmsuploader.contract.errors import BmsUploaderError, BudgetExceededError, Disposition, PublishError
 from bmsuploader.contract.message import EntryMessage
 from bmsuploader.contract.outcomes import Outcome

@@ -13,9 +13,16 @@ What rendering guarantees:
   $cashtag, and no accidental link (``song.bms`` and ``song.zip`` are links on X,
   because ``.bms`` and ``.zip`` are top-level domains). The template's own
   literal text is the operator's and is left alone, so a template can carry its
-  own ``#BMS`` hashtag.
-* **The entry URL is inserted verbatim**, never cut, never neutralised, and only
-  when the source's link policy says so (posts with a URL cost far more on X).
+  own ``#BMS`` hashtag. What counts is what X's own rules see
+  (:mod:`bmsuploader.post.tweet_text`), checked on the finished post: a link,
+  mention, hashtag or cashtag that touches scraped text, also one formed across
+  placeholders (``{title}.{comment}``), is broken up.
+* **The entry URL is never cut or neutralised**, and is posted only when the
+  source's link policy says so (posts with a URL cost far more on X). Characters
+  a URL may not hold unencoded (RFC 3986: non-ASCII, ``^``, ``{``, spaces...) are
+  percent-encoded, as a browser sends them, so X links the whole URL and nothing
+  after it; a URL whose text would still make X link something else, or a live
+  tag, is poison.
 * **Empty segments disappear.** A template splits into segments at ``" / "``
   and at line breaks. A segment that has at least one placeholder, whose
   placeholders all rendered empty, and that has no other literal text (only
@@ -24,38 +31,54 @@ What rendering guarantees:
   ``"【新着差分】{title} / {comment} / {url}"`` with no comment renders
   ``"【新着差分】T / https://..."``, and with the link policy off ``"【新着差分】T / C"``.
 * **The post fits**: weighted length (twitter-text rules, as X counts it) at most
-  :data:`MAX_WEIGHTED_LENGTH`. If it is longer, the longest free-text fields
-  (title, comment, filename; never the URL) are cut to a common length with
-  ``"…"``: the longest field is shortened first, down to the next one, then
-  both, and so on. If even one character each does not fit, the message is
-  poison (:class:`~bmsuploader.contract.errors.PoisonMessageError`).
+  :data:`MAX_WEIGHTED_LENGTH`. If it is longer, the scraped fields the template
+  uses (any of title, comment, filename, size, uploaded_at, entry_id, source;
+  never the URL) are cut to a common length with ``"…"``: the longest field is
+  shortened first, down to the next one, then both, and so on. If even one
+  character each does not fit, the message is poison
+  (:class:`~bmsuploader.contract.errors.PoisonMessageError`).
+* **Bounded work.** A field longer than :data:`MAX_FIELD_CHARS` is cut before
+  anything measures it (no more could fit), and the cut point is found by binary
+  search: O(log n) measurements of a bounded text, whatever a page holds.
 """
 
 from __future__ import annotations
 
 import re
-import string
 import unicodedata
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import Literal
+from urllib.parse import quote, urlsplit
 
-from bmsuploader.contract.errors import ConfigError, PoisonMessageError
+from bmsuploader.config.templates import Piece, Template, parse_template
+from bmsuploader.contract.errors import PoisonMessageError
 from bmsuploader.contract.message import EntryMessage
+from bmsuploader.post.tweet_text import (
+    MAX_WEIGHTED_LENGTH,
+    Entity,
+    extract_entities,
+    extract_urls,
+    weighted_length,
+)
 
-with warnings.catch_warnings():
-    # twitter-text-parser 3.0 (unmaintained, but X's counting rules have not moved)
-    # loads its emoji table through pkg_resources, which only setuptools < 82
-    # provides; the project pins that. Its deprecation warning says nothing new.
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-    from twitter_text import extract_urls, extract_urls_with_indices, parse_tweet
-
-#: X's limit on a post's weighted length.
-MAX_WEIGHTED_LENGTH = 280
+__all__ = [
+    "MAX_WEIGHTED_LENGTH",
+    "RenderedPost",
+    "clean_text",
+    "neutralise",
+    "render_post",
+    "weighted_length",
+]
 ELLIPSIS = "…"
-#: Scraped fields that may be shortened to make a post fit; the URL never is.
-FREE_TEXT_FIELDS = ("title", "comment", "filename")
+#: A scraped field is cut to this many characters before anything measures it. No
+#: more can fit in a post: X counts at most one weight unit per character, except
+#: emoji sequences (up to 10 characters for 2 units), so 280 units hold at most 1,400.
+#: Bounds the work per post whatever a page holds (URL search is not linear).
+MAX_FIELD_CHARS = 1400
+#: Scraped fields, all of which may be shortened to make a post fit (the longest
+#: first, see :func:`_fit`); the URL never is.
+FREE_TEXT_FIELDS = ("title", "comment", "filename", "size", "uploaded_at", "entry_id", "source")
 
 # Entity triggers and their stand-ins. twitter-text (and so X) starts a mention at
 # "@" or FULL-WIDTH "＠" and a hashtag at "#" or FULL-WIDTH "＃", so the full-width
@@ -71,7 +94,6 @@ _TRIGGERS = str.maketrans({"@": "﹫", "＠": "﹫", "#": "♯", "＃": "♯", "
 # looks the same but is no domain separator for twitter-text.
 _URL_DOT = "\u2024"
 
-_SEPARATOR_RE = re.compile(r"( / |\n)")
 _WHITESPACE_RUN = re.compile(r"\s+")
 _IDEOGRAPHIC_SPACE = "\u3000"
 
@@ -102,17 +124,63 @@ def _collapse(match: re.Match[str]) -> str:
     return match.group() if match.group() == _IDEOGRAPHIC_SPACE else " "
 
 
+_ZWJ = "\u200d"
+# An emoji flag of a region: black flag, tag letters, cancel tag (e.g. England).
+_TAG_SEQUENCE = re.compile("\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f")
+
+
+def _is_emoji_modifier(ch: str) -> bool:
+    """What may sit between an emoji and a joiner: VS16 and skin tones."""
+    return ch == "\ufe0f" or 0x1F3FB <= ord(ch) <= 0x1F3FF
+
+
+def _is_pictograph(ch: str) -> bool:
+    return unicodedata.category(ch) == "So"
+
+
+def _joins_emoji(kept: list[str], following: str) -> bool:
+    """A joiner between two emoji (after ``kept``, before ``following``) is part of them."""
+    index = len(kept) - 1
+    while index >= 0 and _is_emoji_modifier(kept[index]):
+        index -= 1
+    return index >= 0 and _is_pictograph(kept[index]) and bool(following) and _is_pictograph(following)
+
+
+def _drop_invisible(text: str) -> str:
+    """Delete control and format characters, except those inside an emoji sequence."""
+    flags = {index for m in _TAG_SEQUENCE.finditer(text) for index in range(m.start() + 1, m.end())}
+    visible = [index in flags or ch == _ZWJ or not _is_dropped(ch) for index, ch in enumerate(text)]
+    # following[i]: the next character after i that is not deleted outright (one pass back).
+    following = [""] * len(text)
+    after = ""
+    for index in range(len(text) - 1, -1, -1):
+        following[index] = after
+        if visible[index]:
+            after = text[index]
+    kept: list[str] = []
+    for index, ch in enumerate(text):
+        if ch == _ZWJ:
+            if _joins_emoji(kept, following[index]):
+                kept.append(ch)
+        elif visible[index]:
+            kept.append(ch)
+    return "".join(kept)
+
+
 def clean_text(value: str) -> str:
     """Normalise scraped text: NFC, no control/format characters, single spaces.
 
     Whitespace controls (tab, newline, ...) become spaces first, so words stay
     apart; other controls and invisible format characters (zero-width, bidi
-    overrides, BOM, soft hyphen) are deleted. Runs of whitespace collapse to one
-    space and the ends are stripped. NFC is applied last, because deleting a
-    format character can bring a base letter and its combining mark together.
+    overrides, BOM, soft hyphen) are deleted, except where they belong to an
+    emoji: a zero-width joiner between two emoji (a family is one emoji, not
+    three) and the tag characters of a region flag. Runs of whitespace collapse
+    to one space and the ends are stripped. NFC is applied last, because
+    deleting a format character can bring a base letter and its combining mark
+    together.
     """
     spaced = "".join(" " if ch.isspace() and ch != _IDEOGRAPHIC_SPACE else ch for ch in value)
-    kept = "".join(ch for ch in spaced if not _is_dropped(ch))
+    kept = _drop_invisible(spaced)
     collapsed = _WHITESPACE_RUN.sub(_collapse, kept).strip()
     return unicodedata.normalize("NFC", collapsed)
 
@@ -126,18 +194,14 @@ def neutralise(value: str) -> str:
     replaced by a look-alike. Idempotent.
     """
     text = value.translate(_TRIGGERS)
-    # Each pass breaks every link found; every link twitter-text finds has a dot
-    # (it needs a TLD), so one pass normally suffices and the loop is bounded.
-    for _ in range(5):
-        spans = extract_urls_with_indices(text)
-        if not spans:
-            break
+    # Each pass breaks every link found; every link X finds has a dot before its
+    # top-level domain, so each pass removes at least one dot and the loop ends.
+    while links := extract_urls(text):
         chars = list(text)
-        for span in spans:
-            start, end = span["indices"]
-            for i in range(start, end):
-                if chars[i] == ".":
-                    chars[i] = _URL_DOT
+        for link in links:
+            chars[link.start : link.end] = [
+                _URL_DOT if ch == "." else ch for ch in chars[link.start : link.end]
+            ]
         text = "".join(chars)
     return text
 
@@ -145,8 +209,18 @@ def neutralise(value: str) -> str:
 # --- the template -------------------------------------------------------------
 
 
-def _check_url(url: str) -> str:
-    """The entry URL comes from a scraped page: only a plain http(s) URL may go out."""
+# Characters a URL may hold unencoded (RFC 3986: unreserved, reserved, "%").
+_URL_SAFE = "-._~:/?#[]@!$&'()*+,;=%"
+
+
+def _entry_url(url: str) -> str:
+    """The entry URL as posted: a plain http(s) URL, percent-encoded where RFC 3986 asks.
+
+    The URL comes from a scraped page. Encoding what a URL may not hold (non-ASCII,
+    ``^``, ``{``, ``|``...) is what a browser does before sending it, so the target is
+    the same; it also keeps X from ending the link early (at ``^`` or a Japanese
+    character) and counting the rest as text, where ``^#x`` would be a live hashtag.
+    """
     parts = urlsplit(url)
     if (
         parts.scheme.lower() not in ("http", "https")
@@ -154,65 +228,51 @@ def _check_url(url: str) -> str:
         or any(ch.isspace() or _is_dropped(ch) for ch in url)
     ):
         raise PoisonMessageError(f"entry url {url[:200]!r} is not a plain http(s) URL")
-    return url
+    return quote(url, safe=_URL_SAFE)
+
+
+Origin = Literal["literal", "field", "url"]
 
 
 @dataclass(frozen=True)
-class _Piece:
-    literal: str
-    field: str | None
+class _Span:
+    """A piece of the post and where it came from: the operator, a scraped field or the entry URL."""
+
+    text: str
+    origin: Origin
 
 
-def _parse_segment(segment: str) -> tuple[_Piece, ...]:
-    try:
-        parsed = list(string.Formatter().parse(segment))
-    except ValueError as exc:
-        raise ConfigError(f"template segment {segment!r}: {exc}") from exc
-    pieces = []
-    for literal, field, spec, conversion in parsed:
-        if field is not None and (spec or conversion):
-            raise ConfigError(
-                f"template placeholder {{{field}}} takes no conversion or format spec; "
-                "rendering decides cleaning and shortening"
-            )
-        pieces.append(_Piece(literal=literal, field=field))
-    return tuple(pieces)
+def _strip(spans: list[_Span], chars: str | None = None) -> list[_Span]:
+    """``str.strip`` over a list of spans (empty spans removed)."""
+    out = [span for span in spans if span.text]
+    while out and not (head := out[0].text.lstrip(chars)):
+        out.pop(0)
+    if out:
+        out[0] = _Span(head, out[0].origin)
+    while out and not (tail := out[-1].text.rstrip(chars)):
+        out.pop()
+    if out:
+        out[-1] = _Span(tail, out[-1].origin)
+    return out
 
 
-@dataclass(frozen=True)
-class _Template:
-    segments: tuple[tuple[_Piece, ...], ...]
-    separators: tuple[str, ...]  # separators[i] sits between segments i and i+1
-
-    @classmethod
-    def parse(cls, template: str) -> _Template:
-        parts = _SEPARATOR_RE.split(template)
-        return cls(
-            segments=tuple(_parse_segment(p) for p in parts[0::2]),
-            separators=tuple(parts[1::2]),
-        )
-
-    @property
-    def fields(self) -> frozenset[str]:
-        return frozenset(p.field for seg in self.segments for p in seg if p.field is not None)
-
-    def render(self, values: Mapping[str, str]) -> str:
-        rendered: list[str | None] = [_render_segment(seg, values) for seg in self.segments]
-        out: list[str] = []
-        for index, text in enumerate(rendered):
-            if text is None:
-                continue
-            if out:
-                # The separator just before this segment; a dropped segment takes
-                # the separator before it (or, if it was first, after it) along.
-                out.append(self.separators[index - 1])
-            out.append(text)
-        return "".join(out).strip()
+def _render(template: Template, values: Mapping[str, str]) -> list[_Span]:
+    rendered = [_render_segment(seg, values) for seg in template.segments]
+    out: list[_Span] = []
+    for index, spans in enumerate(rendered):
+        if spans is None:
+            continue
+        if out:
+            # The separator just before this segment; a dropped segment takes
+            # the separator before it (or, if it was first, after it) along.
+            out.append(_Span(template.separators[index - 1], "literal"))
+        out.extend(spans)
+    return _strip(out)
 
 
-def _render_segment(pieces: tuple[_Piece, ...], values: Mapping[str, str]) -> str | None:
+def _render_segment(pieces: tuple[Piece, ...], values: Mapping[str, str]) -> list[_Span] | None:
     """Render one segment, or ``None`` when it is to be dropped (see module doc)."""
-    out: list[str] = []
+    out: list[_Span] = []
     placeholders = 0
     filled = False
     for piece in pieces:
@@ -226,14 +286,87 @@ def _render_segment(pieces: tuple[_Piece, ...], values: Mapping[str, str]) -> st
             # value is neutralised too. Literal "#BMS" elsewhere stays live.
             if value and piece.field != "url" and literal and literal[-1] in "@＠#＃$":
                 literal = literal[:-1] + literal[-1].translate(_TRIGGERS)
-            out.append(literal)
-            out.append(value)
+            out.append(_Span(literal, "literal"))
+            out.append(_Span(value, "url" if piece.field == "url" else "field"))
         else:
-            out.append(literal)
+            out.append(_Span(literal, "literal"))
     if placeholders and not filled and not "".join(p.literal for p in pieces).strip():
         return None
     # "コメント: {comment}" with no comment must not leave "コメント: " before the separator.
-    return "".join(out).strip(" ")
+    return _strip(out, " ")
+
+
+# --- what X would link --------------------------------------------------------
+
+# A bound on the repairs of one post; each round removes at least one trigger or dot.
+_GUARD_ROUNDS = 64
+
+
+def _origins(spans: list[_Span], entity: Entity) -> list[tuple[int, int, int]]:
+    """(span index, start, end) of each span the entity overlaps, offsets within the span."""
+    found = []
+    offset = 0
+    for index, span in enumerate(spans):
+        end = offset + len(span.text)
+        if offset < entity.end and entity.start < end:
+            found.append((index, max(entity.start, offset) - offset, min(entity.end, end) - offset))
+        offset = end
+    return found
+
+
+def _is_own(spans: list[_Span], entity: Entity) -> bool:
+    """The operator's own (all template text), or the entry link itself."""
+    touched = _origins(spans, entity)
+    if all(spans[index].origin == "literal" for index, _, _ in touched):
+        return True
+    index, start, end = touched[0]
+    return (
+        entity.kind == "url"
+        and len(touched) == 1
+        and spans[index].origin == "url"
+        and start == 0
+        and end <= len(spans[index].text)
+    )
+
+
+def _replace(span: _Span, start: int, end: int, old: str, new: str) -> _Span:
+    return _Span(span.text[:start] + span.text[start:end].replace(old, new) + span.text[end:], span.origin)
+
+
+def _defuse(spans: list[_Span], entity: Entity) -> list[_Span]:
+    """Break one link or tag that scraped text takes part in."""
+    touched = _origins(spans, entity)
+    out = list(spans)
+    if entity.kind == "url":
+        # Dots of scraped text first; a dot of the template only where the link has
+        # none of its own ("{title}.{comment}"); the entry URL is never changed.
+        for origin in ("field", "literal"):
+            for index, start, end in touched:
+                if out[index].origin == origin and "." in out[index].text[start:end]:
+                    out[index] = _replace(out[index], start, end, ".", _URL_DOT)
+            if out != spans:
+                return out
+    else:
+        index, start, _ = touched[0]  # the tag's sign
+        if out[index].origin != "url":
+            sign = out[index].text[start]
+            out[index] = _replace(out[index], start, start + 1, sign, sign.translate(_TRIGGERS))
+            return out
+    raise PoisonMessageError(
+        f"the entry url would make X post a {entity.kind} that is not the entry link: "
+        f"{''.join(s.text for s in spans)[entity.start : entity.end][:200]!r}"
+    )
+
+
+def _guard(spans: list[_Span]) -> str:
+    """The post text, with everything X would link from scraped text broken up."""
+    for _ in range(_GUARD_ROUNDS):
+        text = "".join(span.text for span in spans)
+        foreign = [entity for entity in extract_entities(text) if not _is_own(spans, entity)]
+        if not foreign:
+            return text
+        spans = _defuse(spans, foreign[0])
+    raise PoisonMessageError("scraped text keeps forming links or tags on X")
 
 
 # --- shortening ---------------------------------------------------------------
@@ -241,12 +374,15 @@ def _render_segment(pieces: tuple[_Piece, ...], values: Mapping[str, str]) -> st
 
 def _is_continuation(ch: str) -> bool:
     """Characters that belong to the one before: combining marks, variation
-    selectors, emoji skin-tone modifiers. A cut must not separate them."""
+    selectors, emoji skin-tone modifiers, joiners, flag tags. A cut must not
+    separate them."""
     code = ord(ch)
     return (
         unicodedata.category(ch) in ("Mn", "Mc", "Me")
         or 0xFE00 <= code <= 0xFE0F
         or 0x1F3FB <= code <= 0x1F3FF
+        or ch == _ZWJ
+        or 0xE0020 <= code <= 0xE007F  # a region flag's tags
     )
 
 
@@ -255,17 +391,14 @@ def _shorten(value: str, cap: int) -> str:
     if len(value) <= cap:
         return value
     cut = cap
-    while 0 < cut < len(value) and _is_continuation(value[cut]):
+    # Back off to the start of the character the cut would split: a combining mark,
+    # a modifier, or anything joined to the character before it by a ZWJ.
+    while 0 < cut < len(value) and (_is_continuation(value[cut]) or value[cut - 1] == _ZWJ):
         cut -= 1
     head = value[: cut or cap].rstrip() or value[: cut or cap]
     # The cut can make a link out of text that was none ("song.zipper" ->
     # "song.zip…"), so the shortened text is neutralised again.
     return neutralise(head + ELLIPSIS)
-
-
-def weighted_length(text: str) -> int:
-    """X's weighted length of ``text`` (twitter-text v3 rules: CJK 2, URL 23, emoji 2)."""
-    return int(parse_tweet(text).weightedLength)
 
 
 def _fit(compose: Callable[[int | None], str], longest: int) -> str:
@@ -280,7 +413,7 @@ def _fit(compose: Callable[[int | None], str], longest: int) -> str:
     if longest == 0 or weighted_length(compose(1)) > MAX_WEIGHTED_LENGTH:
         raise PoisonMessageError(
             f"post cannot fit in {MAX_WEIGHTED_LENGTH} weighted characters even with "
-            f"{', '.join(FREE_TEXT_FIELDS)} cut to one character: "
+            f"every scraped field cut to one character: "
             f"{weighted_length(compose(1))} with the template's fixed text and URL"
         )
     # Invariant: cap ``low`` fits. The weight is not strictly monotonic in the cap
@@ -300,32 +433,31 @@ def _fit(compose: Callable[[int | None], str], longest: int) -> str:
 
 
 def _scraped(value: str | None) -> str:
-    return neutralise(clean_text(value)) if value else ""
+    """Clean, cut to :data:`MAX_FIELD_CHARS` and neutralised: ready for the template."""
+    if not value:
+        return ""
+    # Cleaning is linear, so it sees the whole value (whitespace runs collapse).
+    cleaned = clean_text(value)
+    return _shorten(cleaned, MAX_FIELD_CHARS) if len(cleaned) > MAX_FIELD_CHARS else neutralise(cleaned)
 
 
 def render_post(message: EntryMessage, *, template: str, include_link: bool) -> RenderedPost:
     """Render one post. Raises :class:`PoisonMessageError` if it cannot be posted."""
-    parsed = _Template.parse(template)
+    parsed = parse_template(template)
     fields = parsed.fields
-    values: dict[str, str] = {
-        "source": _scraped(message.source),
-        "entry_id": _scraped(message.entry_id),
-        "size": _scraped(message.size),
-        "uploaded_at": _scraped(message.uploaded_at),
-        "url": _check_url(message.url) if include_link and "url" in fields else "",
-    }
-    free = {name: _scraped(getattr(message, name)) for name in FREE_TEXT_FIELDS}
-    longest = max((len(free[name]) for name in FREE_TEXT_FIELDS if name in fields), default=0)
+    url = _entry_url(message.url) if include_link and "url" in fields else ""
+    free = {name: _scraped(getattr(message, name)) for name in FREE_TEXT_FIELDS if name in fields}
+    longest = max(map(len, free.values()), default=0)
 
     def compose(cap: int | None) -> str:
         cut = free if cap is None else {name: _shorten(value, cap) for name, value in free.items()}
-        return parsed.render({**values, **cut})
+        return _guard(_render(parsed, {**cut, "url": url}))
 
     text = _fit(compose, longest)
     if not text:
         raise PoisonMessageError(f"template {template!r} rendered an empty post")
-    # The entry link counts even where twitter-text would not link it (an IP or
+    # The entry link counts even where X would not link it (an IP or
     # localhost host in local runs): has_url feeds the spend estimate, which must
     # not come out low. Anything else X would link counts too.
-    has_url = bool(values["url"]) or bool(extract_urls(text))
+    has_url = bool(url) or bool(extract_urls(text))
     return RenderedPost(text=text, weighted_length=weighted_length(text), has_url=has_url)
