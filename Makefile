@@ -15,7 +15,7 @@ SAM       := $(SAM_VENV)/bin/sam
 # sam build resolves the runtime interpreter as `python3.13` on PATH.
 SAM_PATH  := $(dir $(PY313)):$(PATH)
 
-.PHONY: help venv run test lint typecheck pytest bench build validate clean
+.PHONY: help venv run test lint typecheck pytest chaos bench build validate clean
 
 help: ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,11 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
+
+N    ?= 300
+SEED ?= 1
+chaos: $(STAMP) ## Seeded fault schedule against the real handlers: N=300 SEED=1 [CHAOS_ARGS="--without budget"]
+	$(PYTHON) -m bmsuploader_local.chaos --schedules $(N) --seed $(SEED) $(CHAOS_ARGS)
 
 bench: $(STAMP) ## Print API calls per run, import time and package size
 	$(PYTHON) scripts/bench.py
