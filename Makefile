@@ -27,7 +27,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 SAM_PATH  := $(dir $(PY313)):$(PATH)
 BUILD_DIR := .aws-sam/build
 
-.PHONY: help venv tools lock requirements run test lint checkov typecheck pytest bench build validate clean
+.PHONY: help venv tools lock requirements run test lint checkov typecheck pytest chaos bench build validate clean
 
 help: ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -91,6 +91,11 @@ typecheck: $(STAMP)
 # The SAM CLI's virtualenv: tests/unit/test_transformed.py lints the SAM-transformed template with it.
 pytest: $(STAMP) $(SAM_STAMP) $(ORACLE_STAMP)
 	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
+
+N    ?= 300
+SEED ?= 1
+chaos: $(STAMP) ## Seeded fault schedule against the real handlers: N=300 SEED=1 [CHAOS_ARGS="--without budget"]
+	$(PYTHON) -m bmsuploader_local.chaos --schedules $(N) --seed $(SEED) $(CHAOS_ARGS)
 
 bench: $(STAMP) ## Print API calls per run, import time and package size
 	$(PYTHON) scripts/bench.py

@@ -29,7 +29,7 @@ import json
 import re
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
@@ -87,6 +87,11 @@ class FakeX(LoopbackService):
         self.posts: list[dict[str, str]] = []
         #: Every request received, with the status answered.
         self.requests: list[SeenRequest] = []
+        #: Asked for an answer when nothing is scripted, with the post's text: a
+        #: :class:`Scripted` or ``None`` (answer as X would). Lets a test run an
+        #: outage window in its own (virtual) time. Called under the fake's lock:
+        #: it must not call back into the fake.
+        self.responder: Callable[[str | None], Scripted | None] | None = None
 
     def close(self) -> None:
         self.stop()
@@ -250,6 +255,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         with fake._lock:
             scripted = fake._queue.popleft() if fake._queue else None
+            if scripted is None and fake.responder is not None:
+                scripted = fake.responder(_text(body))
             if scripted is not None and not (scripted.normal or scripted.accept_then_drop):
                 fake.requests.append(
                     SeenRequest("POST", self.path, authorization, _text(body), scripted.status)

@@ -18,18 +18,21 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 
 from bmsuploader_local.aws import REGION
 
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+
 SRC = Path(__file__).resolve().parents[2]  # .../src
 
 
-def load_handler(function: str) -> ModuleType:
+def load_handler(function: str, src: Path = SRC) -> ModuleType:
     """Import a fresh copy of ``src/<function>/app.py`` (module ``<function>_app``)."""
-    path = SRC / function / "app.py"
+    path = src / function / "app.py"
     name = f"{function}_app"
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
@@ -58,9 +61,20 @@ class FakeContext:
         return max(0, int((self.timeout_seconds - (time.monotonic() - self._started)) * 1000))
 
 
-def receive_as_event(queue_url: str, *, max_messages: int = 10, wait_seconds: int = 0) -> dict[str, Any]:
-    """Receive up to 10 messages and wrap them as a Lambda SQS event."""
-    sqs = boto3.client("sqs")
+def receive_as_event(
+    queue_url: str,
+    *,
+    max_messages: int = 10,
+    wait_seconds: int = 0,
+    client: SQSClient | None = None,
+    queue_arn: str | None = None,
+) -> dict[str, Any]:
+    """Receive up to 10 messages and wrap them as a Lambda SQS event.
+
+    ``client`` and ``queue_arn`` save a client and a GetQueueAttributes per
+    poll for callers that poll thousands of times (the fault test).
+    """
+    sqs = client or boto3.client("sqs")
     response = sqs.receive_message(
         QueueUrl=queue_url,
         MaxNumberOfMessages=max_messages,
@@ -68,7 +82,10 @@ def receive_as_event(queue_url: str, *, max_messages: int = 10, wait_seconds: in
         MessageSystemAttributeNames=["All"],
         MessageAttributeNames=["All"],
     )
-    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    arn = (
+        queue_arn
+        or sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    )
     return {"Records": [_record(m, arn) for m in response.get("Messages", [])]}
 
 
@@ -96,7 +113,9 @@ def _record(message: Any, queue_arn: str) -> dict[str, Any]:
     }
 
 
-def delete_succeeded(queue_url: str, event: dict[str, Any], response: dict[str, Any]) -> int:
+def delete_succeeded(
+    queue_url: str, event: dict[str, Any], response: dict[str, Any], *, client: SQSClient | None = None
+) -> int:
     """Do what the event source mapping does after the handler returns:
     delete every record not listed in ``batchItemFailures``."""
     failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
@@ -106,5 +125,5 @@ def delete_succeeded(queue_url: str, event: dict[str, Any], response: dict[str, 
         if r["messageId"] not in failed
     ]
     if entries:
-        boto3.client("sqs").delete_message_batch(QueueUrl=queue_url, Entries=entries)
+        (client or boto3.client("sqs")).delete_message_batch(QueueUrl=queue_url, Entries=entries)
     return len(entries)
