@@ -110,6 +110,16 @@ def backlog_deduplication_id(source: str, entry_id: str, parked_at: str) -> str:
     return hashlib.sha256(f"{source}\x00{entry_id}\x00backlog\x00{parked_at}".encode()).hexdigest()
 
 
+def redrive_deduplication_id(group_id: str, dead_letter_id: str) -> str:
+    """Dedup id for a message moved back from the dead-letter queue (``bmsuploader redrive``).
+
+    Fresh -- the first send's id may still be inside SQS's 5-minute window --
+    and derived from the dead-letter message's own id, so a redrive that is
+    interrupted after sending and run again is dropped by SQS as a repeat.
+    """
+    return hashlib.sha256(f"{group_id}\x00redrive\x00{dead_letter_id}".encode()).hexdigest()
+
+
 def parse_message(body: str) -> EntryMessage:
     """Validate an SQS body. Anything unusable raises :class:`PoisonMessageError`."""
     try:

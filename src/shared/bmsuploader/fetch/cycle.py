@@ -446,7 +446,7 @@ class FetchCycle:
     def _record_baseline(self, read: SourceRead, plan: Plan, now: datetime) -> None:
         name = read.source.name
         try:
-            self.store.seen.mark_seen(name, [e.entry_id for e in plan.record], now=now)
+            self.store.seen.mark_seen(name, [e.entry_id for e in plan.record], now=now, baseline=True)
         except StateStoreError as exc:
             read.unexpected = exc  # nothing sent for it; the first run is simply tried again
             return
