@@ -22,7 +22,9 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from bmsuploader.contract.message import parse_message
+from bmsuploader.contract.outcomes import Outcome
 from bmsuploader.contract.settings import FetcherSettings, PosterSettings
+from bmsuploader.fetch.cycle import SourceReport
 from bmsuploader_local.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -252,13 +254,18 @@ def test_alarms(template: dict[str, Any]) -> None:
         assert len(alarm["AlarmDescription"]) > 60, f"{logical_id}: say what the operator should do"
 
     custom = {a["MetricName"]: a for a in alarms.values() if a["Namespace"] == "BmsUploader"}
-    assert set(custom) == {"FormatErrors", "FetchErrors", "AuthFailed", "BudgetBlocked"}
+    assert set(custom) == {"FormatErrors", "FetchErrors", "AuthFailed", "BudgetBlocked", "SilentSource"}
+    # Each is a metric the code emits: a source's counts (fetcher) or an outcome (poster).
+    emitted = set(SourceReport(source="s").counts()) | {outcome.metric for outcome in Outcome}
+    assert set(custom) <= emitted
     for alarm in custom.values():
         # Powertools adds the service dimension (POWERTOOLS_SERVICE_NAME) to every metric.
         assert alarm["Dimensions"] == [{"Name": "service", "Value": "bmsuploader"}]
         assert alarm["TreatMissingData"] == "notBreaching"
         assert alarm["Threshold"] == 1
     assert custom["FetchErrors"]["EvaluationPeriods"] == 3
+    # A silent source is silent every run: one hour without a run must not flip it to OK.
+    assert custom["SilentSource"]["EvaluationPeriods"] > custom["SilentSource"]["DatapointsToAlarm"]
 
     by_metric = {(a["Namespace"], a["MetricName"]): a for a in alarms.values()}
     # Something waiting in either dead-letter queue alarms within 5 minutes.
