@@ -1,5 +1,5 @@
 """A source that lists no new entry for SilentSourceHours is reported silent: a metric per run
-(what SilentSourceAlarm watches) and a log line. A new entry ends it."""
+(what SilentSourceAlarm watches), a log line, and `bmsuploader status`. A new entry ends it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from bmsuploader.aws.state import StateStore, budget_month
-from bmsuploader_local.aws import StackResources
+from bmsuploader.cli import main
+from bmsuploader_local.aws import StackResources, register_stack
 from bmsuploader_local.uploader_site import UploaderSite
 
 from .conftest import write_sources
@@ -43,6 +44,7 @@ def test_a_source_without_new_entries_for_the_threshold_is_silent_until_one_appe
     sources = write_sources(tmp_path / "sources.toml", site, feed=False)
     monkeypatch.setenv("SOURCES_FILE", str(sources))
     monkeypatch.setenv("SILENT_SOURCE_HOURS", "24")
+    register_stack(replace(stack, parameters={**stack.parameters, "SilentSourceHours": "24"}))
     store = StateStore.on(stack.table_name)
 
     run_fetcher()  # the baseline: watched from now on
@@ -57,6 +59,11 @@ def test_a_source_without_new_entries_for_the_threshold_is_silent_until_one_appe
     out = capsys.readouterr().out
     assert silent_metrics(out) == {"uploader": 1.0}
     assert any('"outcome":"silent"' in line and '"source":"uploader"' in line for line in out.splitlines())
+    code = main(["status", "--stack", stack.stack_name, "--sources", str(sources), "--json"])
+    status = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert status["sources"][0]["health"] == "silent"
+    assert status["sources"][0]["last_new_at"] == long_ago
 
     site.add_upload("新着")
     run_fetcher()

@@ -25,6 +25,7 @@ from bmsuploader.contract.message import parse_message
 from bmsuploader.contract.outcomes import Outcome
 from bmsuploader.contract.settings import FetcherSettings, PosterSettings
 from bmsuploader.fetch.cycle import SourceReport
+from bmsuploader.ops.stack import LOG_GROUP_OUTPUTS, OUTPUT_VARIABLES, PARAMETER_VARIABLES, REQUIRED_OUTPUTS
 from bmsuploader_local.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -297,7 +298,22 @@ def test_saved_outcomes_query(template: dict[str, Any]) -> None:
 
 
 def test_outputs(template: dict[str, Any]) -> None:
-    assert set(template["Outputs"]) >= OUTPUTS
+    assert set(template["Outputs"]) >= OUTPUTS | set(REQUIRED_OUTPUTS) | set(LOG_GROUP_OUTPUTS)
+
+
+def test_status_reads_outputs_and_parameters_the_functions_are_configured_from(
+    template: dict[str, Any],
+) -> None:
+    """`bmsuploader status` turns outputs and parameters into the functions' variables: the template
+    must set each variable from that very output's resource or that parameter."""
+    env = function_env(template, "FetcherFunction") | function_env(template, "PosterFunction")
+    for output, variable in OUTPUT_VARIABLES.items():
+        assert env[variable] == template["Outputs"][output]["Value"], output
+    for parameter, variable in PARAMETER_VARIABLES.items():
+        assert env[variable] == {"Ref": parameter}, parameter
+    assert set(FetcherSettings.variables()) - {"SOURCES_FILE"} <= set(PARAMETER_VARIABLES.values()) | set(
+        OUTPUT_VARIABLES.values()
+    )
 
 
 # --- events/ files match the template ---------------------------------------------------

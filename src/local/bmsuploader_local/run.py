@@ -8,8 +8,10 @@ and posts go to a local fake X
 with ``events/fetcher-schedule.json``, the poster with the messages really
 waiting on the queue, shaped as Lambda's SQS event source delivers them.
 
-State is kept in ``.local-run/`` between runs (DynamoDB items, the sample
-site's uploads, the fake X's posts), so a second run finds nothing new.
+State is kept in ``.local-run/`` between runs (DynamoDB items, the messages
+on both queues, the sample site's uploads, the fake X's posts), so a second
+run finds nothing new, and ``bmsuploader status --local`` (``make status``)
+reads what the last run left (:func:`local_stack`).
 ``--new-upload`` adds one upload to the sample uploader first: exactly one post.
 With ``SOURCES_FILE`` set, that file's real URLs are fetched instead.
 """
@@ -29,12 +31,20 @@ from typing import Any
 
 import boto3
 
-from bmsuploader_local.aws import provision_stack, start_moto_server
+from bmsuploader_local.aws import (
+    StackResources,
+    dump_queue,
+    provision_stack,
+    register_stack,
+    restore_queue,
+    start_moto_server,
+)
 from bmsuploader_local.fake_x import FakeX
 from bmsuploader_local.lambda_runtime import (
     SRC,
     FakeContext,
     delete_succeeded,
+    invoke,
     load_handler,
     receive_as_event,
 )
@@ -98,30 +108,40 @@ def _sample_site(state_dir: Path, new_upload: bool) -> UploaderSite:
     return site
 
 
-def _restore_tables(resources: Any, saved: dict[str, list[dict[str, Any]]]) -> None:
+def _restore(resources: StackResources, saved: dict[str, Any]) -> None:
     dynamodb = boto3.client("dynamodb")
-    for table, items in saved.items():
-        name = {"state": resources.table_name, "idempotency": resources.idempotency_table}[table]
-        for chunk in batched(items, 25, strict=False):  # BatchWriteItem's limit
+    tables = {"state": resources.table_name, "idempotency": resources.idempotency_table}
+    queues = {"queue": resources.queue_url, "dead_letter_queue": resources.dlq_url}
+    for key, name in tables.items():
+        for chunk in batched(saved.get(key, []), 25, strict=False):  # BatchWriteItem's limit
             dynamodb.batch_write_item(RequestItems={name: [{"PutRequest": {"Item": i}} for i in chunk]})
+    for key, url in queues.items():
+        restore_queue(url, saved.get("queues", {}).get(key, []))
 
 
-def _dump_tables(resources: Any) -> dict[str, list[dict[str, Any]]]:
+def _dump(resources: StackResources) -> dict[str, Any]:
+    """The tables (but a run's lease) and every message on both queues, parked ones included."""
     dynamodb = boto3.client("dynamodb")
-    out: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, Any] = {}
     for key, name in (("state", resources.table_name), ("idempotency", resources.idempotency_table)):
         items: list[dict[str, Any]] = []
         for page in dynamodb.get_paginator("scan").paginate(TableName=name):
             items.extend(page["Items"])
         out[key] = [i for i in items if i.get("pk", {}).get("S") != "LEASE"]
+    out["queues"] = {
+        "queue": dump_queue(resources.queue_url),
+        "dead_letter_queue": dump_queue(resources.dlq_url),
+    }
     return out
 
 
-def run_local(
-    *, new_upload: bool = False, dry_run: bool = False, state_dir: Path = Path(".local-run")
-) -> int:
+@contextmanager
+def local_stack(state_dir: Path, *, save: bool = False) -> Iterator[StackResources]:
+    """The local stack as the last ``make run`` left it in ``state_dir``: a moto server on
+    loopback, the stack made from template.yaml, its tables and queues restored, boto3
+    pointed at it. With ``save``, what it holds at the end is written back (not after an error).
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
-    out = sys.stdout
     with ExitStack() as stack:
         moto, endpoint = start_moto_server()
         stack.callback(moto.stop)
@@ -130,7 +150,19 @@ def run_local(
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))  # noqa: S310
         stack.enter_context(_environment(_local_aws(endpoint)))
         resources = provision_stack(TEMPLATE, stack_name=STACK_NAME)
-        _restore_tables(resources, _load_json(state_dir / "aws.json", {}))
+        _restore(resources, _load_json(state_dir / "aws.json", {}))
+        yield resources
+        if save:
+            (state_dir / "aws.json").write_text(json.dumps(_dump(resources)), encoding="utf-8")
+
+
+def run_local(
+    *, new_upload: bool = False, dry_run: bool = False, state_dir: Path = Path(".local-run")
+) -> int:
+    out = sys.stdout
+    with ExitStack() as stack:
+        resources = stack.enter_context(local_stack(state_dir, save=True))
+        endpoint = os.environ["AWS_ENDPOINT_URL"]
 
         user_sources = os.environ.get("SOURCES_FILE")
         if user_sources:
@@ -168,14 +200,14 @@ def run_local(
 
         logs = state_dir / "lambda.log"
         with logs.open("w", encoding="utf-8") as log, _redirect_stdout(log):
-            fetch = load_handler("fetcher").lambda_handler(
+            fetch = invoke(
+                load_handler("fetcher"),
                 json.loads(SCHEDULE_EVENT.read_text(encoding="utf-8")),
-                FakeContext(function_name="FetcherFunction", timeout_seconds=120),
+                FakeContext(function_name=resources.fetcher_function_name, timeout_seconds=120),
             )
             posts, waiting = _drain_queue(resources)
 
         _report(out, fetch=fetch, posts=posts, waiting=waiting, resources=resources, logs=logs)
-        (state_dir / "aws.json").write_text(json.dumps(_dump_tables(resources)), encoding="utf-8")
         if fake_x is not None:
             (state_dir / "x.json").write_text(json.dumps(fake_x.posts, ensure_ascii=False), encoding="utf-8")
     return 0
@@ -191,7 +223,7 @@ def _redirect_stdout(stream: Any) -> Iterator[None]:
         sys.stdout = saved
 
 
-def _drain_queue(resources: Any) -> tuple[list[dict[str, Any]], int]:
+def _drain_queue(resources: StackResources) -> tuple[list[dict[str, Any]], int]:
     """Poll like the event source mapping until the queue has nothing visible."""
     poster = load_handler("poster")
     request_ids: list[str] = []
@@ -199,9 +231,9 @@ def _drain_queue(resources: Any) -> tuple[list[dict[str, Any]], int]:
         event = receive_as_event(resources.queue_url)
         if not event["Records"]:
             break
-        context = FakeContext(function_name="PosterFunction", timeout_seconds=30)
+        context = FakeContext(function_name=resources.poster_function_name, timeout_seconds=30)
         request_ids.append(context.aws_request_id)
-        response = poster.lambda_handler(event, context)
+        response = invoke(poster, event, context)
         delete_succeeded(resources.queue_url, event, response)
         if response.get("batchItemFailures"):
             break  # parked: the rest waits for its visibility timeout, as in Lambda
@@ -281,6 +313,7 @@ def serve_local(
         stack.callback(moto.stop)
         stack.enter_context(_environment(_local_aws(endpoint)))
         resources = provision_stack(TEMPLATE, stack_name="bmsuploader")
+        register_stack(resources)  # so `bmsuploader status --stack bmsuploader` finds it too
         site = stack.enter_context(
             UploaderSite.with_sample_uploads(SAMPLE_UPLOADS, host=host, port=site_port)
         )
