@@ -25,6 +25,7 @@ from bmsuploader.contract.message import parse_message
 from bmsuploader.contract.outcomes import Outcome
 from bmsuploader.contract.settings import FetcherSettings, PosterSettings
 from bmsuploader.fetch.cycle import SourceReport
+from bmsuploader.ops import queries
 from bmsuploader.ops.stack import LOG_GROUP_OUTPUTS, OUTPUT_VARIABLES, PARAMETER_VARIABLES, REQUIRED_OUTPUTS
 from bmsuploader_local.template import load_template
 
@@ -295,6 +296,43 @@ def test_saved_outcomes_query(template: dict[str, Any]) -> None:
     query = props(template, "OutcomesQuery")
     assert query["LogGroupNames"] == [{"Ref": "FetcherLogGroup"}, {"Ref": "PosterLogGroup"}]
     assert "filter ispresent(outcome)" in query["QueryString"]
+
+
+def test_saved_queries_are_the_ones_the_commands_print(template: dict[str, Any]) -> None:
+    saved = {
+        r["Properties"]["Name"]["Fn::Sub"]: r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::Logs::QueryDefinition"
+    }
+    assert saved["${AWS::StackName}/entry-journey"]["QueryString"] == queries.journey()
+    assert saved["${AWS::StackName}/errors-by-source (last day)"]["QueryString"] == queries.ERRORS_BY_SOURCE
+    assert saved["${AWS::StackName}/posts (last day)"]["QueryString"] == queries.POSTS
+    both = [{"Ref": "FetcherLogGroup"}, {"Ref": "PosterLogGroup"}]
+    assert saved["${AWS::StackName}/entry-journey"]["LogGroupNames"] == both
+
+
+def test_journey_query_quotes_what_it_is_given() -> None:
+    query = queries.journey("up", 'a"b\\c')
+    assert 'entry_id = "a\\"b\\\\c"' in query
+
+
+def test_dashboard_body_is_json_and_names_only_what_exists(template: dict[str, Any]) -> None:
+    body = props(template, "Dashboard")["DashboardBody"]["Fn::Sub"]
+    names = set(re.findall(r"\$\{([^}]+)\}", body))
+    known = set(template["Parameters"]) | set(template["Resources"]) | {"AWS::Region", "AWS::StackName"}
+    assert {name.split(".")[0] for name in names} <= known
+    # Every substitution is a name or a number (the spend limit): the body stays JSON.
+    widgets = json.loads(re.sub(r"\$\{[^}]+\}", "1", body))["widgets"]
+    text = json.dumps(widgets)
+    for metric in ("EntriesNew", "FetchErrors", "FormatErrors", "SilentSource"):
+        assert f'SUM({metric}) FROM SCHEMA(\\"BmsUploader\\", service, source) GROUP BY source' in text
+    for metric in (
+        "ApproximateAgeOfOldestMessage",
+        "ApproximateNumberOfMessagesVisible",
+        "EstimatedSpendUSD",
+    ):
+        assert metric in text
+    assert "${MonthlySpendLimitUSD}" in body and "Duration" in text
 
 
 def test_outputs(template: dict[str, Any]) -> None:
