@@ -265,7 +265,7 @@ def test_make_run_then_make_status_and_explain_read_what_the_run_left(
     assert explained["verdict"] == "posted" and explained["post"]["tweet_id"] in posted
 
     # Messages left on the queues, even ones in flight, are kept between local runs.
-    from bmsuploader_local.run import local_stack
+    from bmsuploader_local.saved_stack import local_stack
 
     with local_stack(tmp_path, save=True) as resources:
         QueueControl(resources.queue_url, resources.dlq_url).dead_letter(

@@ -174,8 +174,9 @@ def _resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, An
     return {k: v for k, v in template.get("Resources", {}).items() if v.get("Type") == kind}
 
 
-def provision_stack(template_path: Path, *, stack_name: str) -> StackResources:
-    """Create the template's tables and queues (and the X parameters) on the current endpoint."""
+def provision_stack(template_path: Path, *, stack_name: str, x_credentials: bool = True) -> StackResources:
+    """Create the template's tables and queues (and, unless told not to, the X parameters the
+    poster reads) on the current endpoint."""
     template = load_template(template_path)
     resolver = _Resolver(template, stack_name)
     dynamodb = boto3.client("dynamodb", region_name=os.environ.get("AWS_DEFAULT_REGION", REGION))
@@ -223,11 +224,14 @@ def provision_stack(template_path: Path, *, stack_name: str) -> StackResources:
     poster = functions.get("PosterFunction", {}).get("Properties", {})
     timeout = int(poster.get("Timeout") or template.get("Globals", {}).get("Function", {}).get("Timeout", 3))
 
-    from bmsuploader.post.publishing import CREDENTIAL_NAMES  # the poster edge (imports tweepy)
-
     x_path = resolver.parameter("XParameterPath").rstrip("/")
-    for name in CREDENTIAL_NAMES:
-        ssm.put_parameter(Name=f"{x_path}/{name}", Value=f"local-{name}", Type="SecureString", Overwrite=True)
+    if x_credentials:
+        from bmsuploader.post.publishing import CREDENTIAL_NAMES  # the poster edge (imports tweepy)
+
+        for name in CREDENTIAL_NAMES:
+            ssm.put_parameter(
+                Name=f"{x_path}/{name}", Value=f"local-{name}", Type="SecureString", Overwrite=True
+            )
 
     return StackResources(
         stack_name=stack_name,

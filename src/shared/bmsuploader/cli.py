@@ -181,11 +181,11 @@ def _stack(
         yield deployment, session, load_sources(args.sources or SourcesSettings.from_env().sources_file)
         return
     from bmsuploader_local.aws import REGION
-    from bmsuploader_local.run import local_stack
+    from bmsuploader_local.saved_stack import local_stack
 
     if not (args.state_dir / "aws.json").is_file():
         raise BmsUploaderError(f"no local run in {args.state_dir}: run `make run` first")
-    with local_stack(args.state_dir, save=writes) as resources:
+    with local_stack(args.state_dir, save=writes, handlers=False) as resources:
         session = boto3.Session()
         deployment = Deployment.from_stack(
             resources.stack_name, REGION, resources.outputs, resources.parameters

@@ -23,6 +23,7 @@ byte-for-byte what an earlier v1 fetcher sent, and any v1 poster reads it:
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime
 from typing import Literal
 
@@ -118,6 +119,18 @@ def redrive_deduplication_id(group_id: str, dead_letter_id: str) -> str:
     interrupted after sending and run again is dropped by SQS as a repeat.
     """
     return hashlib.sha256(f"{group_id}\x00redrive\x00{dead_letter_id}".encode()).hexdigest()
+
+
+def message_identity(body: str) -> tuple[str | None, str | None]:
+    """(source, entry id) of a body, read leniently: a body that fails the schema may still carry them."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    source, entry_id = data.get("source"), data.get("entry_id")
+    return (source if isinstance(source, str) else None, entry_id if isinstance(entry_id, str) else None)
 
 
 def parse_message(body: str) -> EntryMessage:

@@ -30,9 +30,9 @@ from bmsuploader.aws.idempotency import KEEP_SECONDS, PostRecord, PostRecords
 from bmsuploader.aws.queue import DeadLetter, DeadLetters, QueueDepth, queue_depth
 from bmsuploader.aws.state import BacklogItem, SeenEntry, SourceState, StateStore, budget_month
 from bmsuploader.config.sources import Source, SourcesConfig
+from bmsuploader.contract.message import message_identity
 from bmsuploader.ops import queries
 from bmsuploader.ops.display import duration, when
-from bmsuploader.ops.redrive import identity
 from bmsuploader.ops.stack import Deployment
 
 #: Seconds each looked-at dead-letter message stays hidden from other readers (a read-only
@@ -106,7 +106,9 @@ def explain(
         letters = DeadLetters(deployment.poster.dlq_url, sqs).peek(
             hold_seconds=HOLD_SECONDS, expected=waiting
         )
-        found.dead_letters = [letter for letter in letters if identity(letter.body) == (source, entry_id)]
+        found.dead_letters = [
+            letter for letter in letters if message_identity(letter.body) == (source, entry_id)
+        ]
     found.verdict, found.summary = _verdict(found, now)
     return found
 

@@ -28,7 +28,6 @@ held (:class:`~bmsuploader.aws.queue.DeadLetters`), so a look shows the oldest
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +38,12 @@ from bmsuploader.aws.idempotency import PostRecord, PostRecords
 from bmsuploader.aws.queue import SEND_BATCH_LIMIT, DeadLetter, DeadLetters, EntryQueue, Outgoing
 from bmsuploader.config.sources import SourcesConfig
 from bmsuploader.contract.errors import BmsUploaderError
-from bmsuploader.contract.message import EntryMessage, parse_message, redrive_deduplication_id
+from bmsuploader.contract.message import (
+    EntryMessage,
+    message_identity,
+    parse_message,
+    redrive_deduplication_id,
+)
 from bmsuploader.ops.display import when
 from bmsuploader.post.cycle import render_for
 from bmsuploader.post.rendering import RenderedPost
@@ -67,22 +71,10 @@ class Candidate:
     post: RenderedPost | None = None
 
 
-def identity(body: str) -> tuple[str | None, str | None]:
-    """(source, entry id) of a message body, read leniently: a poison body may still carry them."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None, None
-    if not isinstance(data, dict):
-        return None, None
-    source, entry_id = data.get("source"), data.get("entry_id")
-    return (source if isinstance(source, str) else None, entry_id if isinstance(entry_id, str) else None)
-
-
 def decide(
     letter: DeadLetter, records: PostRecords, sources: SourcesConfig | None, chosen: set[str] | None
 ) -> Candidate:
-    source, entry_id = identity(letter.body)
+    source, entry_id = message_identity(letter.body)
     if chosen is not None and letter.message_id not in chosen:
         return Candidate(letter, None, source, entry_id, KEEP, "not chosen")
     try:
