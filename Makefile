@@ -66,6 +66,10 @@ requirements: $(STAMP) ## Write src/*/requirements.txt from uv.lock (each Lambda
 run: $(STAMP) ## Run the whole pipeline locally (moto server, sample site, fake X); ARGS="--new-upload" adds one upload
 	$(VENV)/bin/bmsuploader run-local $(ARGS)
 
+.PHONY: status
+status: $(STAMP) ## What the last `make run` left: sources, queues, backlog, spend; ARGS="--json"
+	$(VENV)/bin/bmsuploader status --local $(ARGS)
+
 test: lint typecheck pytest ## Lint, type-check and run every test (what CI runs)
 
 lint: $(STAMP) checkov
