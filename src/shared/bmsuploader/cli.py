@@ -238,6 +238,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         dynamodb, sqs = session.client("dynamodb"), session.client("sqs")
         records = PostRecords(deployment.poster.idempotency_table, deployment.poster_function_name, dynamodb)
         dead_letters = DeadLetters(deployment.poster.dlq_url, sqs)
+        held = dead_letters.depth().in_flight
         queue = EntryQueue(deployment.poster.queue_url, sqs) if args.yes else None
         candidates, outcome = redrive.redrive(
             dead_letters,
@@ -258,7 +259,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
             document["failed"] = [{"message_id": c.letter.message_id, "error": e} for c, e in outcome.failed]
         _print_json(document)
     else:
-        print(redrive.render(candidates, outcome, preview=args.preview, missing=missing))
+        print(redrive.render(candidates, outcome, preview=args.preview, missing=missing, held=held))
     return 1 if outcome is not None and outcome.failed else 0
 
 

@@ -119,7 +119,8 @@ def execute(candidates: Sequence[Candidate], dead_letters: DeadLetters, queue: E
     outcome = Outcome([], [], [], [])
     to_delete: list[Candidate] = []
     stuck: list[Candidate] = []
-    redrives = [c for c in candidates if c.action == REDRIVE]
+    # Sorted by source, keeping each source's order (a look may hand out sources interleaved).
+    redrives = sorted((c for c in candidates if c.action == REDRIVE), key=lambda c: c.letter.group_id)
     for group, members in groupby(redrives, key=lambda c: c.letter.group_id):
         # A refused send stops its source: nothing may overtake what is still waiting.
         pending = list(members)
@@ -219,10 +220,21 @@ def to_json(candidate: Candidate, *, preview: bool) -> dict[str, Any]:
 
 
 def render(
-    candidates: Sequence[Candidate], outcome: Outcome | None, *, preview: bool, missing: Sequence[str]
+    candidates: Sequence[Candidate],
+    outcome: Outcome | None,
+    *,
+    preview: bool,
+    missing: Sequence[str],
+    held: int = 0,
 ) -> str:
+    """For people. ``held``: messages another reader (explain, another redrive) was holding."""
     now = datetime.now(UTC)
     if not candidates and not missing:
+        if held:
+            return (
+                f"the dead-letter queue shows nothing now, but {held} message(s) are held by another "
+                "reader (explain hides them for seconds, redrive for a minute): run it again shortly"
+            )
         return "the dead-letter queue is empty"
     lines = [f"dead-letter queue: {len(candidates)} message(s), oldest first per source"]
     for number, c in enumerate(candidates, start=1):

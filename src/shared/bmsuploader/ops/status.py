@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, Protocol, cast
 
 import boto3
@@ -167,8 +168,8 @@ def to_json(status: Status) -> dict[str, Any]:
         "spend": {
             "month": control.month,
             "posts": control.posts,
-            "spend_usd": str(control.spend_micro / MICRO),
-            "limit_usd": None if limit is None else str(limit / MICRO),
+            "spend_usd": str(Decimal(control.spend_micro) / MICRO),
+            "limit_usd": None if limit is None else str(Decimal(limit) / MICRO),
             "posts_left": control.posts_left(limit, d.fetcher.max_cost_micro),
         },
         "lease": None
