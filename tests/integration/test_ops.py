@@ -145,6 +145,7 @@ def test_status_shows_sources_queues_backlog_spend_and_lease(world: World) -> No
     assert broken["entries_seen"] == 0
     assert status["queue"]["waiting"] == 1  # 00031
     assert status["dead_letter_queue"] == {"messages": 1}  # 00027
+    assert status["schedule_dead_letter_queue"] == {"messages": 0}
     assert status["backlog"] == {"entries": 2, "pending": True}
     spend = status["spend"]
     assert (spend["posts"], spend["spend_usd"], spend["limit_usd"]) == (1, "0.2", "0.2")

@@ -108,6 +108,8 @@ class Deployment:
     poster_function_name: str
     log_groups: tuple[str, ...]
     dashboard: str | None
+    #: where EventBridge Scheduler puts runs it could not start (stacks from before it: None)
+    schedule_dlq_url: str | None = None
 
     @classmethod
     def from_stack(
@@ -129,6 +131,7 @@ class Deployment:
             poster_function_name=outputs["PosterFunctionName"],
             log_groups=tuple(outputs[name] for name in LOG_GROUP_OUTPUTS if outputs.get(name)),
             dashboard=outputs.get("DashboardName"),
+            schedule_dlq_url=outputs.get("ScheduleDeadLetterQueueUrl"),
         )
 
 

@@ -62,6 +62,8 @@ class Status:
     queue: QueueDepth
     oldest: OldestAge
     dead_letters: QueueDepth
+    #: fetcher runs EventBridge Scheduler could not start (None: the stack has no such queue)
+    schedule_dead_letters: QueueDepth | None
     control: PosterControl
     lease: LeaseRecord | None
 
@@ -96,6 +98,9 @@ def collect(deployment: Deployment, sources: SourcesConfig, session: boto3.Sessi
         queue=queue,
         oldest=oldest_age(cloudwatch, deployment.fetcher.queue_url, queue, now),
         dead_letters=queue_depth(sqs, deployment.poster.dlq_url),
+        schedule_dead_letters=queue_depth(sqs, deployment.schedule_dlq_url)
+        if deployment.schedule_dlq_url
+        else None,
         control=control,
         lease=store.lease.current(),
     )
@@ -161,6 +166,9 @@ def to_json(status: Status) -> dict[str, Any]:
             "oldest_age_note": status.oldest.note,
         },
         "dead_letter_queue": {"messages": status.dead_letters.total},
+        "schedule_dead_letter_queue": None
+        if status.schedule_dead_letters is None
+        else {"messages": status.schedule_dead_letters.total},
         "backlog": {
             "entries": sum(row.backlog for row in status.sources),
             "pending": control.backlog_pending,
@@ -276,6 +284,11 @@ def _summary(status: Status) -> list[str]:
     lines = [
         f"queue         {queue}" + (f"; {oldest}" if oldest else ""),
         f"dead letters  {dlq}" + ("  -> `bmsuploader redrive` lists them with their reasons" if dlq else ""),
+        *(
+            [f"schedule DLQ  {status.schedule_dead_letters.total}  (fetcher runs Scheduler could not start)"]
+            if status.schedule_dead_letters and status.schedule_dead_letters.total
+            else []
+        ),
         f"backlog       {backlog} entr{'y' if backlog == 1 else 'ies'}"
         + ("  (set aside at the spend limit; re-queued when it allows)" if backlog else ""),
         f"spend         {spend}",
