@@ -75,6 +75,10 @@ venv: $(STAMP) $(ORACLE_STAMP) ## Create or update the virtual environment (exac
 run: $(STAMP) ## Run the whole pipeline locally (moto server, sample site, fake X); ARGS="--new-upload" adds one upload
 	$(VENV)/bin/bmsuploader run-local $(ARGS)
 
+.PHONY: status
+status: $(STAMP) ## What the last `make run` left: sources, queues, backlog, spend; ARGS="--json"
+	$(VENV)/bin/bmsuploader status --local $(ARGS)
+
 test: lint typecheck pytest ## Lint, type-check and run every test (what CI runs)
 
 lint: $(STAMP) checkov

@@ -44,6 +44,7 @@ def _cycle() -> FetchCycle:
         clock=clock.now,
         max_enqueue=settings.max_enqueue_per_run,
         spending=settings,
+        silent_after_hours=settings.silent_source_hours,
     )
 
 

@@ -12,11 +12,12 @@ from typing import Any
 
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
-from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
+from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from aws_lambda_powertools.utilities.idempotency import idempotent_function as idempotent
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from bmsuploader.aws.idempotency import announce_config
 from bmsuploader.aws.observability import make_logger, make_metrics
 from bmsuploader.aws.queue import QueueControl
 from bmsuploader.aws.state import StateStore
@@ -33,8 +34,8 @@ settings = PosterSettings.from_env()
 processor = SqsFifoPartialProcessor()  # we log every outcome ourselves (post/batch.py)
 # We park failed records ourselves; a batch where every record is parked is no invocation error.
 processor.raise_on_entire_batch_failure = False
-# Posts must never repeat, so the record outlives any redelivery (SQS keeps 14 days).
-idempotency = IdempotencyConfig(event_key_jmespath="[source, entry_id]", expires_after_seconds=35 * 86400)
+# Keyed on (source, entry id); the record outlives any redelivery (SQS keeps 14 days).
+idempotency = announce_config()
 
 
 @cache
@@ -47,6 +48,7 @@ def poster() -> Poster:
     return Poster(announcer, queue, store, logger, metrics, clock.now, parameters.clear_caches)
 
 
+# The module and function names are part of every record's key (bmsuploader.aws.idempotency).
 @idempotent(  # type: ignore[untyped-decorator]  # Powertools' decorator is untyped
     data_keyword_argument="message",
     persistence_store=DynamoDBPersistenceLayer(table_name=settings.idempotency_table),

@@ -22,7 +22,11 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from bmsuploader.contract.message import parse_message
+from bmsuploader.contract.outcomes import Outcome
 from bmsuploader.contract.settings import FetcherSettings, PosterSettings
+from bmsuploader.fetch.cycle import SourceReport
+from bmsuploader.ops import queries
+from bmsuploader.ops.stack import LOG_GROUP_OUTPUTS, OUTPUT_VARIABLES, PARAMETER_VARIABLES, REQUIRED_OUTPUTS
 from bmsuploader_local.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -252,13 +256,18 @@ def test_alarms(template: dict[str, Any]) -> None:
         assert len(alarm["AlarmDescription"]) > 60, f"{logical_id}: say what the operator should do"
 
     custom = {a["MetricName"]: a for a in alarms.values() if a["Namespace"] == "BmsUploader"}
-    assert set(custom) == {"FormatErrors", "FetchErrors", "AuthFailed", "BudgetBlocked"}
+    assert set(custom) == {"FormatErrors", "FetchErrors", "AuthFailed", "BudgetBlocked", "SilentSource"}
+    # Each is a metric the code emits: a source's counts (fetcher) or an outcome (poster).
+    emitted = set(SourceReport(source="s").counts()) | {outcome.metric for outcome in Outcome}
+    assert set(custom) <= emitted
     for alarm in custom.values():
         # Powertools adds the service dimension (POWERTOOLS_SERVICE_NAME) to every metric.
         assert alarm["Dimensions"] == [{"Name": "service", "Value": "bmsuploader"}]
         assert alarm["TreatMissingData"] == "notBreaching"
         assert alarm["Threshold"] == 1
     assert custom["FetchErrors"]["EvaluationPeriods"] == 3
+    # A silent source is silent every run: one hour without a run must not flip it to OK.
+    assert custom["SilentSource"]["EvaluationPeriods"] > custom["SilentSource"]["DatapointsToAlarm"]
 
     by_metric = {(a["Namespace"], a["MetricName"]): a for a in alarms.values()}
     # Something waiting in either dead-letter queue alarms within 5 minutes.
@@ -289,8 +298,60 @@ def test_saved_outcomes_query(template: dict[str, Any]) -> None:
     assert "filter ispresent(outcome)" in query["QueryString"]
 
 
+def test_saved_queries_are_the_ones_the_commands_print(template: dict[str, Any]) -> None:
+    saved = {
+        r["Properties"]["Name"]["Fn::Sub"]: r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::Logs::QueryDefinition"
+    }
+    assert saved["${AWS::StackName}/entry-journey"]["QueryString"] == queries.journey()
+    assert saved["${AWS::StackName}/errors-by-source (last day)"]["QueryString"] == queries.ERRORS_BY_SOURCE
+    assert saved["${AWS::StackName}/posts (last day)"]["QueryString"] == queries.POSTS
+    both = [{"Ref": "FetcherLogGroup"}, {"Ref": "PosterLogGroup"}]
+    assert saved["${AWS::StackName}/entry-journey"]["LogGroupNames"] == both
+
+
+def test_journey_query_quotes_what_it_is_given() -> None:
+    query = queries.journey("up", 'a"b\\c')
+    assert 'entry_id = "a\\"b\\\\c"' in query
+
+
+def test_dashboard_body_is_json_and_names_only_what_exists(template: dict[str, Any]) -> None:
+    body = props(template, "Dashboard")["DashboardBody"]["Fn::Sub"]
+    names = set(re.findall(r"\$\{([^}]+)\}", body))
+    known = set(template["Parameters"]) | set(template["Resources"]) | {"AWS::Region", "AWS::StackName"}
+    assert {name.split(".")[0] for name in names} <= known
+    # Every substitution is a name or a number (the spend limit): the body stays JSON.
+    widgets = json.loads(re.sub(r"\$\{[^}]+\}", "1", body))["widgets"]
+    text = json.dumps(widgets)
+    for metric in ("EntriesNew", "FetchErrors", "FormatErrors", "SilentSource"):
+        assert f'SUM({metric}) FROM SCHEMA(\\"BmsUploader\\", service, source) GROUP BY source' in text
+    for metric in (
+        "ApproximateAgeOfOldestMessage",
+        "ApproximateNumberOfMessagesVisible",
+        "EstimatedSpendUSD",
+    ):
+        assert metric in text
+    assert "${MonthlySpendLimitUSD}" in body and "Duration" in text
+
+
 def test_outputs(template: dict[str, Any]) -> None:
-    assert set(template["Outputs"]) >= OUTPUTS
+    assert set(template["Outputs"]) >= OUTPUTS | set(REQUIRED_OUTPUTS) | set(LOG_GROUP_OUTPUTS)
+
+
+def test_status_reads_outputs_and_parameters_the_functions_are_configured_from(
+    template: dict[str, Any],
+) -> None:
+    """`bmsuploader status` turns outputs and parameters into the functions' variables: the template
+    must set each variable from that very output's resource or that parameter."""
+    env = function_env(template, "FetcherFunction") | function_env(template, "PosterFunction")
+    for output, variable in OUTPUT_VARIABLES.items():
+        assert env[variable] == template["Outputs"][output]["Value"], output
+    for parameter, variable in PARAMETER_VARIABLES.items():
+        assert env[variable] == {"Ref": parameter}, parameter
+    assert set(FetcherSettings.variables()) - {"SOURCES_FILE"} <= set(PARAMETER_VARIABLES.values()) | set(
+        OUTPUT_VARIABLES.values()
+    )
 
 
 # --- events/ files match the template ---------------------------------------------------

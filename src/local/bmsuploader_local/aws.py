@@ -11,7 +11,7 @@ import json
 import os
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,19 @@ class StackResources:
     dlq_url: str
     x_parameter_path: str
     poster_timeout: int
+    #: the template's Outputs, resolved against these resources (what DescribeStacks would list)
+    outputs: dict[str, str] = field(default_factory=dict)
+    #: the template's Parameters at their defaults (what a plain `sam deploy` deploys with)
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def poster_function_name(self) -> str:
+        """What Lambda would set as the poster's AWS_LAMBDA_FUNCTION_NAME (the idempotency key's prefix)."""
+        return self.outputs["PosterFunctionName"]
+
+    @property
+    def fetcher_function_name(self) -> str:
+        return self.outputs["FetcherFunctionName"]
 
     def environment(self) -> dict[str, str]:
         """The handlers' environment, as template.yaml would set it."""
@@ -115,7 +128,20 @@ class _Resolver:
         param = self.template.get("Parameters", {}).get(name)
         if param is not None:
             return str(param.get("Default", ""))
+        if name not in self.physical:
+            self.physical[name] = {"Ref": self._stand_in_name(name)}
         return self.physical[name]["Ref"]
+
+    def _stand_in_name(self, logical: str) -> str:
+        """The name of a resource the local stack does not create (functions, log groups, ...):
+        its own name property if it has one, else ``<stack>-<logical id>`` as CloudFormation
+        would start it."""
+        resource = self.template["Resources"][logical]
+        props = resource.get("Properties", {})
+        for key in ("LogGroupName", "DashboardName", "Name", "FunctionName"):
+            if key in props:
+                return str(self.resolve(props[key]))
+        return f"{self.stack_name}-{logical}"
 
     def resolve(self, value: Any) -> Any:
         if isinstance(value, dict):
@@ -148,8 +174,9 @@ def _resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, An
     return {k: v for k, v in template.get("Resources", {}).items() if v.get("Type") == kind}
 
 
-def provision_stack(template_path: Path, *, stack_name: str) -> StackResources:
-    """Create the template's tables and queues (and the X parameters) on the current endpoint."""
+def provision_stack(template_path: Path, *, stack_name: str, x_credentials: bool = True) -> StackResources:
+    """Create the template's tables and queues (and, unless told not to, the X parameters the
+    poster reads) on the current endpoint."""
     template = load_template(template_path)
     resolver = _Resolver(template, stack_name)
     dynamodb = boto3.client("dynamodb", region_name=os.environ.get("AWS_DEFAULT_REGION", REGION))
@@ -197,11 +224,14 @@ def provision_stack(template_path: Path, *, stack_name: str) -> StackResources:
     poster = functions.get("PosterFunction", {}).get("Properties", {})
     timeout = int(poster.get("Timeout") or template.get("Globals", {}).get("Function", {}).get("Timeout", 3))
 
-    from bmsuploader.post.publishing import CREDENTIAL_NAMES  # the poster edge (imports tweepy)
-
     x_path = resolver.parameter("XParameterPath").rstrip("/")
-    for name in CREDENTIAL_NAMES:
-        ssm.put_parameter(Name=f"{x_path}/{name}", Value=f"local-{name}", Type="SecureString", Overwrite=True)
+    if x_credentials:
+        from bmsuploader.post.publishing import CREDENTIAL_NAMES  # the poster edge (imports tweepy)
+
+        for name in CREDENTIAL_NAMES:
+            ssm.put_parameter(
+                Name=f"{x_path}/{name}", Value=f"local-{name}", Type="SecureString", Overwrite=True
+            )
 
     return StackResources(
         stack_name=stack_name,
@@ -211,7 +241,70 @@ def provision_stack(template_path: Path, *, stack_name: str) -> StackResources:
         dlq_url=resolver.physical["DeadLetterQueue"]["Ref"],
         x_parameter_path=x_path,
         poster_timeout=timeout,
+        outputs={
+            key: str(resolver.resolve(out["Value"])) for key, out in template.get("Outputs", {}).items()
+        },
+        parameters={name: resolver.parameter(name) for name in template.get("Parameters", {})},
     )
+
+
+def register_stack(resources: StackResources) -> None:
+    """Make the stack known to the emulator's CloudFormation, with the template's outputs and
+    parameters, so ``bmsuploader status --stack NAME`` finds it as it finds a deployed one.
+
+    Only the outputs and parameters are real; the resources were made by :func:`provision_stack`.
+    (The first call loads moto's CloudFormation, a few seconds.)
+    """
+    document = {
+        "Parameters": {
+            name: {"Type": "String", "Default": value} for name, value in resources.parameters.items()
+        },
+        # CloudFormation wants one resource; a log group is harmless and moto supports it.
+        "Resources": {
+            "Marker": {
+                "Type": "AWS::Logs::LogGroup",
+                "Properties": {"LogGroupName": f"/bmsuploader-local/{resources.stack_name}"},
+            }
+        },
+        "Outputs": {key: {"Value": value} for key, value in resources.outputs.items()},
+    }
+    cloudformation = boto3.client("cloudformation", region_name=os.environ.get("AWS_DEFAULT_REGION", REGION))
+    cloudformation.create_stack(StackName=resources.stack_name, TemplateBody=json.dumps(document))
+
+
+def dump_queue(queue_url: str) -> list[dict[str, Any]]:
+    """Every message on a queue of the in-process emulator, in order, visible or not.
+
+    (SQS's API cannot list messages that are in flight or parked, so this reads moto's model.)
+    """
+    from moto.sqs.models import sqs_backends
+
+    queue = sqs_backends[ACCOUNT][REGION].get_queue(queue_url.rsplit("/", 1)[-1])
+    return [
+        {
+            "body": m.body,
+            "group_id": m.group_id,
+            "deduplication_id": m.deduplication_id,
+            "attributes": {
+                key: {"DataType": value["DataType"], "StringValue": value["StringValue"]}
+                for key, value in m.message_attributes.items()
+                if value.get("StringValue") is not None
+            },
+        }
+        for m in queue._messages
+    ]
+
+
+def restore_queue(queue_url: str, messages: list[dict[str, Any]]) -> None:
+    sqs = boto3.client("sqs", region_name=os.environ.get("AWS_DEFAULT_REGION", REGION))
+    for message in messages:
+        sqs.send_message(
+            QueueUrl=queue_url,
+            MessageBody=message["body"],
+            MessageGroupId=message["group_id"],
+            MessageDeduplicationId=message["deduplication_id"],
+            MessageAttributes=message["attributes"],
+        )
 
 
 def _attr(value: Any) -> str:

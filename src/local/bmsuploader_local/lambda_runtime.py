@@ -1,7 +1,9 @@
 """Just enough of the Lambda runtime to invoke the real handlers locally.
 
 * :func:`load_handler` imports ``src/<function>/app.py`` the way Lambda does
-  (fresh module, environment read at import).
+  (fresh module named ``app``, environment read at import), and :func:`invoke`
+  calls its handler with ``AWS_LAMBDA_FUNCTION_NAME`` set, as Lambda sets it
+  (Powertools' idempotency keys start with both names).
 * :class:`FakeContext` has the attributes Powertools reads.
 * :func:`receive_as_event` receives the messages really waiting on the queue
   and shapes them exactly as Lambda's SQS event source mapping delivers them
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import sys
 import time
 import uuid
@@ -31,9 +34,9 @@ SRC = Path(__file__).resolve().parents[2]  # .../src
 
 
 def load_handler(function: str, src: Path = SRC) -> ModuleType:
-    """Import a fresh copy of ``src/<function>/app.py`` (module ``<function>_app``)."""
+    """A fresh copy of ``<src>/<function>/app.py``, as module ``app`` (``Handler: app.lambda_handler``)."""
     path = src / function / "app.py"
-    name = f"{function}_app"
+    name = "app"
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -59,6 +62,19 @@ class FakeContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self.timeout_seconds - (time.monotonic() - self._started)) * 1000))
+
+
+def invoke(handler: ModuleType, event: dict[str, Any], context: FakeContext) -> Any:
+    """Call a loaded handler as Lambda does: with the function's name in ``AWS_LAMBDA_FUNCTION_NAME``."""
+    saved = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+    os.environ["AWS_LAMBDA_FUNCTION_NAME"] = context.function_name
+    try:
+        return handler.lambda_handler(event, context)
+    finally:
+        if saved is None:
+            os.environ.pop("AWS_LAMBDA_FUNCTION_NAME", None)
+        else:
+            os.environ["AWS_LAMBDA_FUNCTION_NAME"] = saved
 
 
 def receive_as_event(

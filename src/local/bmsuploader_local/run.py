@@ -8,8 +8,10 @@ and posts go to a local fake X
 with ``events/fetcher-schedule.json``, the poster with the messages really
 waiting on the queue, shaped as Lambda's SQS event source delivers them.
 
-State is kept in ``.local-run/`` between runs (DynamoDB items, the sample
-site's uploads, the fake X's posts), so a second run finds nothing new.
+State is kept in ``.local-run/`` between runs (the stack's tables and queues,
+:mod:`bmsuploader_local.saved_stack`; the sample site's uploads; the fake X's
+posts), so a second run finds nothing new, and ``bmsuploader status --local``
+(``make status``) reads what the last run left.
 ``--new-upload`` adds one upload to the sample uploader first: exactly one post.
 With ``SOURCES_FILE`` set, that file's real URLs are fetched instead.
 """
@@ -20,28 +22,27 @@ import json
 import os
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from itertools import batched
 from pathlib import Path
 from typing import Any
 
 import boto3
 
-from bmsuploader_local.aws import provision_stack, start_moto_server
+from bmsuploader_local.aws import StackResources, provision_stack, register_stack, start_moto_server
 from bmsuploader_local.fake_x import FakeX
 from bmsuploader_local.lambda_runtime import (
     SRC,
     FakeContext,
     delete_succeeded,
+    invoke,
     load_handler,
     receive_as_event,
 )
+from bmsuploader_local.saved_stack import TEMPLATE, environment, load_json, local_aws, local_stack
 from bmsuploader_local.uploader_site import SAMPLE_COMMENTS, UploaderSite
 
 ROOT = SRC.parent
-TEMPLATE = ROOT / "template.yaml"
 SCHEDULE_EVENT = ROOT / "events" / "fetcher-schedule.json"
 # In the layer (/opt/python/sources.local.toml) so `sam local invoke` with events/env.json reads it too.
 SAMPLE_SOURCES = SRC / "shared" / "sources.local.toml"
@@ -51,45 +52,11 @@ SAMPLE_FEED_PLACEHOLDER = "http://host.docker.internal:8082"
 #: The feed site numbers its uploads from here, so the two samples never share ids.
 FEED_FIRST_ID = 501
 SAMPLE_UPLOADS = 30
-STACK_NAME = "bmsuploader-local"
 MAX_POLLS = 50
 
 
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
-def _local_aws(endpoint: str) -> dict[str, str]:
-    """boto3 pointed at the local emulator through the standard variables, with dummy credentials."""
-    return {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "AWS_DEFAULT_REGION": "ap-northeast-1",
-        "POWERTOOLS_SERVICE_NAME": "bmsuploader",
-        "POWERTOOLS_METRICS_NAMESPACE": "BmsUploader",
-    }
-
-
-def _load_json(path: Path, default: Any) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return default
-
-
 def _sample_site(state_dir: Path, new_upload: bool) -> UploaderSite:
-    saved = _load_json(state_dir / "site.json", {"extra_uploads": 0})
+    saved = load_json(state_dir / "site.json", {"extra_uploads": 0})
     extra = int(saved["extra_uploads"]) + (1 if new_upload else 0)
     site = UploaderSite.with_sample_uploads(SAMPLE_UPLOADS, rows_per_page=20)
     for i in range(extra):
@@ -98,39 +65,13 @@ def _sample_site(state_dir: Path, new_upload: bool) -> UploaderSite:
     return site
 
 
-def _restore_tables(resources: Any, saved: dict[str, list[dict[str, Any]]]) -> None:
-    dynamodb = boto3.client("dynamodb")
-    for table, items in saved.items():
-        name = {"state": resources.table_name, "idempotency": resources.idempotency_table}[table]
-        for chunk in batched(items, 25, strict=False):  # BatchWriteItem's limit
-            dynamodb.batch_write_item(RequestItems={name: [{"PutRequest": {"Item": i}} for i in chunk]})
-
-
-def _dump_tables(resources: Any) -> dict[str, list[dict[str, Any]]]:
-    dynamodb = boto3.client("dynamodb")
-    out: dict[str, list[dict[str, Any]]] = {}
-    for key, name in (("state", resources.table_name), ("idempotency", resources.idempotency_table)):
-        items: list[dict[str, Any]] = []
-        for page in dynamodb.get_paginator("scan").paginate(TableName=name):
-            items.extend(page["Items"])
-        out[key] = [i for i in items if i.get("pk", {}).get("S") != "LEASE"]
-    return out
-
-
 def run_local(
     *, new_upload: bool = False, dry_run: bool = False, state_dir: Path = Path(".local-run")
 ) -> int:
-    state_dir.mkdir(parents=True, exist_ok=True)
     out = sys.stdout
     with ExitStack() as stack:
-        moto, endpoint = start_moto_server()
-        stack.callback(moto.stop)
-        # moto keeps its state per process, not per server: start from a clean emulator
-        # (matters when run-local is called from a process that used moto before, e.g. tests).
-        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))  # noqa: S310
-        stack.enter_context(_environment(_local_aws(endpoint)))
-        resources = provision_stack(TEMPLATE, stack_name=STACK_NAME)
-        _restore_tables(resources, _load_json(state_dir / "aws.json", {}))
+        resources = stack.enter_context(local_stack(state_dir, save=True))
+        endpoint = os.environ["AWS_ENDPOINT_URL"]
 
         user_sources = os.environ.get("SOURCES_FILE")
         if user_sources:
@@ -158,24 +99,24 @@ def run_local(
         fake_x: FakeX | None = None
         if not dry_run:
             fake_x = stack.enter_context(FakeX())
-            fake_x.posts.extend(_load_json(state_dir / "x.json", []))
+            fake_x.posts.extend(load_json(state_dir / "x.json", []))
             env.update({"DRY_RUN": "false", "X_API_BASE_URL": fake_x.base_url})
             x_label = f"fake X {fake_x.base_url}"
-        stack.enter_context(_environment(env))
+        stack.enter_context(environment(env))
 
         print(f"bmsuploader local run\n  AWS: moto server {endpoint} (stack from {TEMPLATE.name})", file=out)
         print(f"  site: {site_label}\n  X: {x_label}\n", file=out)
 
         logs = state_dir / "lambda.log"
         with logs.open("w", encoding="utf-8") as log, _redirect_stdout(log):
-            fetch = load_handler("fetcher").lambda_handler(
+            fetch = invoke(
+                load_handler("fetcher"),
                 json.loads(SCHEDULE_EVENT.read_text(encoding="utf-8")),
-                FakeContext(function_name="FetcherFunction", timeout_seconds=120),
+                FakeContext(function_name=resources.fetcher_function_name, timeout_seconds=120),
             )
             posts, waiting = _drain_queue(resources)
 
         _report(out, fetch=fetch, posts=posts, waiting=waiting, resources=resources, logs=logs)
-        (state_dir / "aws.json").write_text(json.dumps(_dump_tables(resources)), encoding="utf-8")
         if fake_x is not None:
             (state_dir / "x.json").write_text(json.dumps(fake_x.posts, ensure_ascii=False), encoding="utf-8")
     return 0
@@ -191,7 +132,7 @@ def _redirect_stdout(stream: Any) -> Iterator[None]:
         sys.stdout = saved
 
 
-def _drain_queue(resources: Any) -> tuple[list[dict[str, Any]], int]:
+def _drain_queue(resources: StackResources) -> tuple[list[dict[str, Any]], int]:
     """Poll like the event source mapping until the queue has nothing visible."""
     poster = load_handler("poster")
     request_ids: list[str] = []
@@ -199,9 +140,9 @@ def _drain_queue(resources: Any) -> tuple[list[dict[str, Any]], int]:
         event = receive_as_event(resources.queue_url)
         if not event["Records"]:
             break
-        context = FakeContext(function_name="PosterFunction", timeout_seconds=30)
+        context = FakeContext(function_name=resources.poster_function_name, timeout_seconds=30)
         request_ids.append(context.aws_request_id)
-        response = poster.lambda_handler(event, context)
+        response = invoke(poster, event, context)
         delete_succeeded(resources.queue_url, event, response)
         if response.get("batchItemFailures"):
             break  # parked: the rest waits for its visibility timeout, as in Lambda
@@ -279,8 +220,9 @@ def serve_local(
     moto, endpoint = start_moto_server(host, aws_port)
     with ExitStack() as stack:
         stack.callback(moto.stop)
-        stack.enter_context(_environment(_local_aws(endpoint)))
+        stack.enter_context(environment(local_aws(endpoint)))
         resources = provision_stack(TEMPLATE, stack_name="bmsuploader")
+        register_stack(resources)  # so `bmsuploader status --stack bmsuploader` finds it too
         site = stack.enter_context(
             UploaderSite.with_sample_uploads(SAMPLE_UPLOADS, host=host, port=site_port)
         )

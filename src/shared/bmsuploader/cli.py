@@ -1,4 +1,4 @@
-"""The ``bmsuploader`` command: check a source config, preview posts, run locally.
+"""The ``bmsuploader`` command: check a source config, preview posts, run locally, operate a stack.
 
 ::
 
@@ -6,11 +6,19 @@
     bmsuploader preview --sources FILE --source NAME (--url URL | --page FILE)
     bmsuploader run-local [--new-upload] [--dry-run]
     bmsuploader serve-local [--aws-port 5000] [--site-port 8080] [--x-port 8081]
+    bmsuploader status  [STACK] [--json]
+    bmsuploader explain [STACK] SOURCE ENTRY_ID [--json]
+    bmsuploader redrive [STACK] [--message-id ID ...] [--preview] [--yes] [--json]
+
+    STACK: [--stack NAME] [--region R] [--profile P] [--config-env ENV]  (default: samconfig.toml)
+           or --local [--state-dir .local-run]  (the stack `make run` left behind)
 
 ``parse`` prints the entries a source yields, one JSON object per line with
 the message-body fields; ``preview`` prints the posts they would become:
-``{source, entry_id, text, weighted_length}``. Both exit 2 with a one-line
-error on a bad config or a page that does not match it.
+``{source, entry_id, text, weighted_length}``. ``status``, ``explain`` and
+``redrive`` are :mod:`bmsuploader.ops`. Every command exits 2 with one line
+(``bmsuploader: error: ...``) on a bad config, a page that does not match it,
+or an AWS problem (no credentials, wrong region, missing stack or permission).
 """
 
 from __future__ import annotations
@@ -18,14 +26,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bmsuploader.config.sources import Source, load_sources
+from botocore.exceptions import BotoCoreError, ClientError
+
+from bmsuploader.config.sources import Source, SourcesConfig, load_sources
 from bmsuploader.contract.errors import BmsUploaderError
 from bmsuploader.contract.message import EntryMessage
 from bmsuploader.contract.settings import SourcesSettings
+
+if TYPE_CHECKING:
+    import boto3
+
+    from bmsuploader.ops.stack import Deployment
 
 
 def _add_page_args(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +137,132 @@ def cmd_serve_local(args: argparse.Namespace) -> int:
     )
 
 
+# --- operating a stack ----------------------------------------------------------------
+
+
+def _add_stack_args(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--stack", help="stack name (default: stack_name in samconfig.toml)")
+    where.add_argument(
+        "--local", action="store_true", help="the local stack `make run` left in --state-dir (no AWS account)"
+    )
+    parser.add_argument("--region", help="AWS region (default: region in samconfig.toml, then AWS_REGION)")
+    parser.add_argument(
+        "--profile", help="AWS profile (default: profile in samconfig.toml, then AWS_PROFILE)"
+    )
+    parser.add_argument("--config-env", default="default", help="samconfig.toml environment (e.g. staging)")
+    parser.add_argument("--config-file", type=Path, default=Path("samconfig.toml"), help=argparse.SUPPRESS)
+    parser.add_argument("--state-dir", type=Path, default=Path(".local-run"), help="with --local")
+    parser.add_argument(
+        "--sources", type=Path, default=None, help="sources file (default: SOURCES_FILE or the bundled one)"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+
+
+@contextmanager
+def _stack(
+    args: argparse.Namespace, *, writes: bool = False
+) -> Iterator[tuple[Deployment, boto3.Session, SourcesConfig]]:
+    """The deployment the flags name, a session to reach it, and the sources it was deployed with."""
+    import boto3
+
+    from bmsuploader.ops.stack import Deployment, describe, session_for, target_from_samconfig
+
+    if not args.local:
+        target = target_from_samconfig(
+            args.config_file,
+            config_env=args.config_env,
+            stack=args.stack,
+            region=args.region,
+            profile=args.profile,
+        )
+        session = session_for(target)
+        deployment = describe(session, target)
+        yield deployment, session, load_sources(args.sources or SourcesSettings.from_env().sources_file)
+        return
+    from bmsuploader_local.aws import REGION
+    from bmsuploader_local.saved_stack import local_stack
+
+    if not (args.state_dir / "aws.json").is_file():
+        raise BmsUploaderError(f"no local run in {args.state_dir}: run `make run` first")
+    with local_stack(args.state_dir, save=writes, handlers=False) as resources:
+        session = boto3.Session()
+        deployment = Deployment.from_stack(
+            resources.stack_name, REGION, resources.outputs, resources.parameters
+        )
+        sources_file = args.sources or args.state_dir / "sources.toml"
+        if not sources_file.is_file():
+            sources_file = SourcesSettings.from_env().sources_file
+        yield deployment, session, load_sources(sources_file)
+
+
+def _print_json(document: object) -> None:
+    print(json.dumps(document, ensure_ascii=False, indent=2))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bmsuploader.ops import status
+
+    with _stack(args) as (deployment, session, sources):
+        now = datetime.now(UTC)
+        report = status.collect(deployment, sources, session, now)
+    if args.json:
+        _print_json(status.to_json(report))
+    else:
+        print(status.render(report))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from bmsuploader.ops import explain
+
+    with _stack(args) as (deployment, session, sources):
+        now = datetime.now(UTC)
+        found = explain.explain(
+            deployment, sources, session, source=args.source, entry_id=args.entry_id, now=now
+        )
+    if args.json:
+        _print_json(explain.to_json(found))
+    else:
+        print(explain.render(found, now))
+    return 0
+
+
+def cmd_redrive(args: argparse.Namespace) -> int:
+    from bmsuploader.aws.idempotency import PostRecords
+    from bmsuploader.aws.queue import DeadLetters, EntryQueue
+    from bmsuploader.ops import redrive
+
+    chosen = set(args.message_id) if args.message_id else None
+    with _stack(args, writes=args.yes) as (deployment, session, sources):
+        dynamodb, sqs = session.client("dynamodb"), session.client("sqs")
+        records = PostRecords(deployment.poster.idempotency_table, deployment.poster_function_name, dynamodb)
+        dead_letters = DeadLetters(deployment.poster.dlq_url, sqs)
+        held = dead_letters.depth().in_flight
+        queue = EntryQueue(deployment.poster.queue_url, sqs) if args.yes else None
+        candidates, outcome = redrive.redrive(
+            dead_letters,
+            lambda letter: redrive.decide(letter, records, sources, chosen),
+            queue,
+            chosen=chosen,
+        )
+    missing = sorted((chosen or set()) - {c.letter.message_id for c in candidates})
+    if args.json:
+        document: dict[str, object] = {
+            "acted": args.yes,
+            "messages": [redrive.to_json(c, preview=args.preview) for c in candidates],
+            "not_found": missing,
+        }
+        if outcome is not None:
+            document["redriven"] = [c.letter.message_id for c in outcome.redriven]
+            document["dropped"] = [c.letter.message_id for c in outcome.dropped]
+            document["failed"] = [{"message_id": c.letter.message_id, "error": e} for c, e in outcome.failed]
+        _print_json(document)
+    else:
+        print(redrive.render(candidates, outcome, preview=args.preview, missing=missing, held=held))
+    return 1 if outcome is not None and outcome.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bmsuploader", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +286,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--x-port", type=int, default=8081)
     serve.add_argument("--feed-port", type=int, default=8082)
     serve.set_defaults(func=cmd_serve_local)
+    status = commands.add_parser("status", help="sources, queues, backlog, spend and lease of a stack")
+    _add_stack_args(status)
+    status.set_defaults(func=cmd_status)
+    explain = commands.add_parser("explain", help="what happened to one upload, and where it waits")
+    explain.add_argument("source", metavar="SOURCE")
+    explain.add_argument("entry_id", metavar="ENTRY_ID")
+    _add_stack_args(explain)
+    explain.set_defaults(func=cmd_explain)
+    redrive = commands.add_parser(
+        "redrive", help="list the dead-letter queue; with --yes, send its messages back to the queue"
+    )
+    _add_stack_args(redrive)
+    redrive.add_argument(
+        "--message-id", action="append", help="only this dead-letter message (repeatable; default: all)"
+    )
+    redrive.add_argument("--preview", action="store_true", help="show how each would render now")
+    redrive.add_argument("--yes", action="store_true", help="act (default: a dry run that changes nothing)")
+    redrive.set_defaults(func=cmd_redrive)
     return parser
 
 
@@ -152,6 +313,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except BmsUploaderError as exc:
         print(f"bmsuploader: error: {exc}", file=sys.stderr)
+        return 2
+    except (BotoCoreError, ClientError) as exc:
+        from bmsuploader.ops.stack import aws_problem
+
+        print(f"bmsuploader: error: {aws_problem(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `| head`
         return 0

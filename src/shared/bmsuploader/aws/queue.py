@@ -1,5 +1,5 @@
 """The SQS FIFO edge: the fetcher sends entries, the poster delays and
-dead-letters them.
+dead-letters them, the operator commands count and redrive them.
 
 FIFO semantics this relies on (see the field notes):
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import batched
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ def clamp_visibility(seconds: int) -> int:
 #: Message attribute carried by an entry re-queued from the backlog: its
 #: original position, so parking it again keeps upload order.
 BACKLOG_ORDER_ATTRIBUTE = "backlog_order"
+#: Message attribute of a message the poster dead-lettered: why.
+REASON_ATTRIBUTE = "reason"
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ class QueueControl:
         on the queue: nothing is lost.
         """
         attributes: dict[str, Any] = {
-            "reason": {"DataType": "String", "StringValue": reason[:1000] or "unknown"},
+            REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1000] or "unknown"},
         }
         response = self.client.send_message(
             QueueUrl=self.dlq_url,
@@ -167,3 +170,139 @@ class QueueControl:
             MessageAttributes=attributes,
         )
         return response["MessageId"]
+
+
+# --- what the operator commands read ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """SQS's approximate counts (GetQueueAttributes; they lag by up to a minute)."""
+
+    #: visible: waiting for the poster
+    waiting: int
+    #: received and not yet deleted: being posted, or parked by the poster (rate limit, auth, retry)
+    in_flight: int
+    delayed: int
+
+    @property
+    def total(self) -> int:
+        return self.waiting + self.in_flight + self.delayed
+
+
+def queue_depth(client: SQSClient, queue_url: str) -> QueueDepth:
+    attributes = client.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    return QueueDepth(
+        waiting=int(attributes.get("ApproximateNumberOfMessages", 0)),
+        in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
+    )
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message on the dead-letter queue, as received (held invisible for a while)."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    group_id: str
+    #: the poster's reason; None when SQS moved it after maxReceiveCount receives
+    reason: str | None
+    sent_at: datetime | None
+    receive_count: int
+
+
+#: Most messages one look at the dead-letter queue collects.
+PEEK_LIMIT = 1000
+
+
+class DeadLetters:
+    """The dead-letter queue as the operator commands read and empty it.
+
+    Reading a FIFO queue means receiving: each received message is invisible
+    for ``hold_seconds``, and while any message of a group is, SQS hands out no
+    later message of that group. So one look returns at most 10 messages per
+    source (the oldest), and :meth:`release` makes them visible again at once.
+    Nothing consumes this queue but ``bmsuploader redrive``; the main queue is
+    never received from here, as that would hold its group back from the poster.
+    """
+
+    def __init__(self, dlq_url: str, client: SQSClient | None = None) -> None:
+        self.dlq_url = dlq_url
+        self.client: SQSClient = client or clients.sqs()
+
+    def peek(
+        self, *, hold_seconds: int, expected: int | None = None, wait_seconds: int = 1
+    ) -> list[DeadLetter]:
+        """Every message SQS hands out now, oldest first per group, each hidden for ``hold_seconds``.
+
+        Long polls (``wait_seconds``), so that an answer with nothing new means nothing is
+        left to hand out, not a short poll's sampling miss; having ``expected`` messages
+        (the queue's count) ends the look without that last wait. A hold shorter than the
+        look is fine: a message handed out twice is counted once.
+        """
+        letters: dict[str, DeadLetter] = {}
+        while len(letters) < min(expected or PEEK_LIMIT, PEEK_LIMIT):
+            response = self.client.receive_message(
+                QueueUrl=self.dlq_url,
+                MaxNumberOfMessages=SEND_BATCH_LIMIT,
+                VisibilityTimeout=hold_seconds,
+                WaitTimeSeconds=wait_seconds,
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=[REASON_ATTRIBUTE],
+            )
+            new = [m for m in response.get("Messages", []) if m["MessageId"] not in letters]
+            if not new:
+                break
+            letters.update((m["MessageId"], _dead_letter(m)) for m in new)
+        return list(letters.values())
+
+    def depth(self) -> QueueDepth:
+        return queue_depth(self.client, self.dlq_url)
+
+    def release(self, letters: Sequence[DeadLetter]) -> None:
+        """Make messages received by :meth:`peek` visible again now."""
+        for chunk in batched(letters, SEND_BATCH_LIMIT, strict=False):
+            self.client.change_message_visibility_batch(
+                QueueUrl=self.dlq_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": letter.receipt_handle, "VisibilityTimeout": 0}
+                    for i, letter in enumerate(chunk)
+                ],
+            )
+
+    def delete(self, letters: Sequence[DeadLetter]) -> list[str]:
+        """Delete messages received by :meth:`peek`; returns the ids SQS refused."""
+        failed: list[str] = []
+        for chunk in batched(letters, SEND_BATCH_LIMIT, strict=False):
+            response = self.client.delete_message_batch(
+                QueueUrl=self.dlq_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": letter.receipt_handle} for i, letter in enumerate(chunk)
+                ],
+            )
+            failed.extend(chunk[int(f["Id"])].message_id for f in response.get("Failed", []))
+        return failed
+
+
+def _dead_letter(message: Any) -> DeadLetter:
+    attributes = message.get("Attributes", {})
+    reason = message.get("MessageAttributes", {}).get(REASON_ATTRIBUTE, {}).get("StringValue")
+    sent = attributes.get("SentTimestamp")
+    return DeadLetter(
+        message_id=message["MessageId"],
+        receipt_handle=message["ReceiptHandle"],
+        body=message["Body"],
+        group_id=attributes.get("MessageGroupId", ""),
+        reason=reason,
+        sent_at=datetime.fromtimestamp(int(sent) / 1000, UTC) if sent else None,
+        receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+    )

@@ -23,6 +23,7 @@ byte-for-byte what an earlier v1 fetcher sent, and any v1 poster reads it:
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime
 from typing import Literal
 
@@ -108,6 +109,28 @@ def backlog_deduplication_id(source: str, entry_id: str, parked_at: str) -> str:
     time the same entry was parked.
     """
     return hashlib.sha256(f"{source}\x00{entry_id}\x00backlog\x00{parked_at}".encode()).hexdigest()
+
+
+def redrive_deduplication_id(group_id: str, dead_letter_id: str) -> str:
+    """Dedup id for a message moved back from the dead-letter queue (``bmsuploader redrive``).
+
+    Fresh -- the first send's id may still be inside SQS's 5-minute window --
+    and derived from the dead-letter message's own id, so a redrive that is
+    interrupted after sending and run again is dropped by SQS as a repeat.
+    """
+    return hashlib.sha256(f"{group_id}\x00redrive\x00{dead_letter_id}".encode()).hexdigest()
+
+
+def message_identity(body: str) -> tuple[str | None, str | None]:
+    """(source, entry id) of a body, read leniently: a body that fails the schema may still carry them."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    source, entry_id = data.get("source"), data.get("entry_id")
+    return (source if isinstance(source, str) else None, entry_id if isinstance(entry_id, str) else None)
 
 
 def parse_message(body: str) -> EntryMessage:

@@ -103,6 +103,8 @@ class FetcherSettings(SourcesSettings, Spending):
     table_name: str
     queue_url: str
     max_enqueue_per_run: int = Field(default=20, ge=1, le=1000)
+    #: a source with no new entry for this many hours is reported silent; 0 = never
+    silent_source_hours: int = Field(default=168, ge=0)
 
 
 class PosterSettings(SourcesSettings, Spending):

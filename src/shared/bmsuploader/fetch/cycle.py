@@ -99,6 +99,8 @@ class SourceReport:
     catch_up_limit: int = 0
     lossy_decodes: int = 0
     repeated_ids: int = 0
+    #: 1 when the source found no unseen entry for the silence threshold (SilentSourceHours)
+    silent: int = 0
     error: str | None = None
 
     def counts(self) -> dict[str, int]:
@@ -113,6 +115,7 @@ class SourceReport:
             "LossyDecodes": self.lossy_decodes,
             "RepeatedIds": self.repeated_ids,
             "SourcesOutOfTime": int(self.outcome == "out_of_time"),
+            "SilentSource": self.silent,
         }
 
 
@@ -185,6 +188,8 @@ class FetchCycle:
     max_enqueue: int = 20
     #: the monthly spend limit and prices: the backlog drains only within the limit
     spending: Spending = field(default_factory=Spending)
+    #: hours without an unseen entry after which a source is reported silent (0 = never)
+    silent_after_hours: float = 0
     _time_left: Callable[[], float] = field(default=lambda: math.inf, init=False, repr=False)
 
     def run(
@@ -441,12 +446,23 @@ class FetchCycle:
                 self.logger.remove_keys(["source"])
             if saved is not None:
                 to_save[read.source.name] = saved
+                self._check_silence(read.report, saved)
         return to_save
+
+    def _check_silence(self, report: SourceReport, saved: SourceState) -> None:
+        if saved.consecutive_failures or not saved.silent(self.clock(), self.silent_after_hours):
+            return  # a failing source has its own alarm
+        report.silent = 1
+        self.logger.warning(
+            f"no new entry since {saved.last_new_at} ({self.silent_after_hours:g} h or more): check that "
+            "the page still lists new uploads (`bmsuploader parse --source ... --url ...`)",
+            extra={"source": report.source, "outcome": "silent"},
+        )
 
     def _record_baseline(self, read: SourceRead, plan: Plan, now: datetime) -> None:
         name = read.source.name
         try:
-            self.store.seen.mark_seen(name, [e.entry_id for e in plan.record], now=now)
+            self.store.seen.mark_seen(name, [e.entry_id for e in plan.record], now=now, baseline=True)
         except StateStoreError as exc:
             read.unexpected = exc  # nothing sent for it; the first run is simply tried again
             return
@@ -536,6 +552,7 @@ class FetchCycle:
             read.page.validators if complete else Validators(),
             fingerprint,
             read.listing_key if complete else None,
+            found_new=report.new > 0,
         )
         self.logger.info(
             "source done",

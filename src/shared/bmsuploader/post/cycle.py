@@ -105,6 +105,20 @@ class AnnounceResult(BaseModel):
     posted_at: str
 
 
+def render_for(sources: SourcesConfig | None, message: EntryMessage) -> RenderedPost:
+    """The post a message becomes with the current sources file (the poster's rule, also
+    ``bmsuploader redrive --preview``)."""
+    try:
+        source = sources.get(message.source) if sources else None
+    except KeyError:
+        source = None
+    if source is None:
+        # Removed from sources.toml while its entries were queued: post
+        # them with the default template rather than lose them.
+        return render_post(message, template=DEFAULT_TEMPLATE, include_link=True)
+    return render_post(message, template=source.template, include_link=source.include_link)
+
+
 @dataclass
 class Announcer:
     """Render, reserve the spend, publish. Runs inside the idempotent function."""
@@ -116,15 +130,7 @@ class Announcer:
     clock: Callable[[], datetime]
 
     def render(self, message: EntryMessage) -> RenderedPost:
-        try:
-            source = self.sources.get(message.source) if self.sources else None
-        except KeyError:
-            source = None
-        if source is None:
-            # Removed from sources.toml while its entries were queued: post
-            # them with the default template rather than lose them.
-            return render_post(message, template=DEFAULT_TEMPLATE, include_link=True)
-        return render_post(message, template=source.template, include_link=source.include_link)
+        return render_for(self.sources, message)
 
     def announce(self, message: EntryMessage, *, invocation_id: str, from_backlog: bool) -> AnnounceResult:
         post = self.render(message)

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from bmsuploader.aws import clients
 from bmsuploader.aws.state.backlog import Backlog, BacklogItem
 from bmsuploader.aws.state.budget import PostBudget, PosterControl, Reservation, budget_month
-from bmsuploader.aws.state.lease import Lease, LeaseHeld, Leases
-from bmsuploader.aws.state.seen import SeenEntries
+from bmsuploader.aws.state.lease import Lease, LeaseHeld, LeaseRecord, Leases
+from bmsuploader.aws.state.seen import SeenEntries, SeenEntry
 from bmsuploader.aws.state.sources import SourceState, SourceStates, Validators
 from bmsuploader.aws.state.table import BATCH_WRITE_LIMIT, StateStoreError
 
@@ -38,11 +38,13 @@ __all__ = [
     "BacklogItem",
     "Lease",
     "LeaseHeld",
+    "LeaseRecord",
     "Leases",
     "PostBudget",
     "PosterControl",
     "Reservation",
     "SeenEntries",
+    "SeenEntry",
     "SourceState",
     "SourceStates",
     "StateStore",

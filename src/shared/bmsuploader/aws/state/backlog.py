@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import batched
+from typing import Any
 
 from bmsuploader.aws.state.budget import CONTROL_KEY
 from bmsuploader.aws.state.table import BATCH_WRITE_LIMIT, StateTable, n, s
@@ -73,16 +74,7 @@ class Backlog(StateTable):
             ConsistentRead=True,
             Limit=max(limit, 1),
         )
-        return [
-            BacklogItem(
-                source=source,
-                order=item["sk"]["S"],
-                entry_id=item["entry_id"]["S"],
-                body=item["body"]["S"],
-                parked_at=item["parked_at"]["S"],
-            )
-            for item in response.get("Items", [])
-        ]
+        return [_backlog_item(source, item) for item in response.get("Items", [])]
 
     def unpark(self, items: Sequence[BacklogItem]) -> None:
         """Delete backlog items once they are back on the queue."""
@@ -107,3 +99,40 @@ class Backlog(StateTable):
             UpdateExpression="SET backlog_drained = :parked",
             ExpressionAttributeValues={":parked": n(parked)},
         )
+
+    def count(self, source: str) -> int:
+        """How many entries of a source wait in the backlog."""
+        return self._count("pk = :pk", {":pk": s(f"BACKLOG#{source}")})
+
+    def find(self, source: str, entry_id: str) -> tuple[BacklogItem, int, int] | None:
+        """A parked entry, its 1-based place in its source's backlog and the backlog's length.
+
+        Reads the source's whole backlog (at most a month of posts), oldest first.
+        """
+        items: list[dict[str, Any]] = []
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": s(f"BACKLOG#{source}")},
+            "ConsistentRead": True,
+        }
+        while True:
+            response = self.client.query(**request)
+            items.extend(response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                break
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        for place, item in enumerate(items, start=1):
+            if item["entry_id"]["S"] == entry_id:
+                return _backlog_item(source, item), place, len(items)
+        return None
+
+
+def _backlog_item(source: str, item: dict[str, Any]) -> BacklogItem:
+    return BacklogItem(
+        source=source,
+        order=item["sk"]["S"],
+        entry_id=item["entry_id"]["S"],
+        body=item["body"]["S"],
+        parked_at=item["parked_at"]["S"],
+    )

@@ -27,6 +27,15 @@ class LeaseHeld:
     expires_at: int | None
 
 
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The lease item as an operator reads it (epoch seconds)."""
+
+    owner: str
+    acquired_at: int
+    expires_at: int
+
+
 class Leases(StateTable):
     def acquire(self, owner: str, *, now: int, ttl_seconds: int) -> Lease | LeaseHeld:
         """Take the run lease unless another live run holds it.
@@ -84,3 +93,20 @@ class Leases(StateTable):
         lease is still its own.
         """
         return {"DeleteRequest": {"Key": {"pk": s("LEASE"), "sk": s("fetcher")}}}
+
+    def current(self) -> LeaseRecord | None:
+        """The lease item if one is stored (a run in progress, or one that crashed), else None.
+
+        It may have expired: compare ``expires_at`` with the clock.
+        """
+        response = self.client.get_item(
+            TableName=self.table_name, Key={"pk": s("LEASE"), "sk": s("fetcher")}, ConsistentRead=True
+        )
+        item = response.get("Item")
+        if not item:
+            return None
+        return LeaseRecord(
+            owner=item.get("owner", {}).get("S", "?"),
+            acquired_at=int(item.get("acquired_at", {}).get("N", "0")),
+            expires_at=int(item.get("expires_at", {}).get("N", "0")),
+        )

@@ -1,13 +1,17 @@
 """Per-source state: page validators, the baseline flag, success and failure counters.
 
 pk = "SOURCE#<name>"   sk = "STATE"   etag, last_modified, validators_for, baseline_done, ...
+
+``last_new_at`` serves the operator rather than the fetch: the last run that
+found an unseen entry. A source without one for ``SilentSourceHours`` is
+reported silent (:meth:`SourceState.silent`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bmsuploader.aws.state.budget import CONTROL_KEY, PosterControl, control_from_item
@@ -37,13 +41,26 @@ class SourceState:
     last_attempt_at: str | None = None
     consecutive_failures: int = 0
     last_error: str | None = None
+    #: the last run that found an unseen entry (or the first run the source was watched)
+    last_new_at: str | None = None
 
     def succeeded(
-        self, now: datetime, validators: Validators, validators_for: str, listing_key: str | None
+        self,
+        now: datetime,
+        validators: Validators,
+        validators_for: str,
+        listing_key: str | None,
+        *,
+        found_new: bool = False,
     ) -> SourceState:
-        """After a run. Pass empty validators and no listing key when something was left waiting."""
+        """After a run. Pass empty validators and no listing key when something was left waiting.
+
+        ``found_new``: the run met unseen entries. A source with no ``last_new_at`` yet
+        starts its silence clock now, so an upgrade never reports a source silent at once.
+        """
         return replace(
             self,
+            last_new_at=now.isoformat() if found_new or not self.last_new_at else self.last_new_at,
             validators=validators,
             validators_for=validators_for if validators.etag or validators.last_modified else None,
             listing_key=listing_key,
@@ -53,6 +70,13 @@ class SourceState:
             consecutive_failures=0,
             last_error=None,
         )
+
+    def silent(self, now: datetime, after_hours: float) -> bool:
+        """No unseen entry for ``after_hours`` (0 = never silent): the page may have changed
+        in a way the selectors still match, or the uploader moved or stopped."""
+        if not after_hours or not self.last_new_at:
+            return False
+        return now - datetime.fromisoformat(self.last_new_at) >= timedelta(hours=after_hours)
 
     def failed(self, now: datetime, error: str) -> SourceState:
         return replace(
@@ -85,6 +109,7 @@ class SourceStates(StateTable):
             "last_success_at": state.last_success_at,
             "last_attempt_at": state.last_attempt_at,
             "last_error": state.last_error,
+            "last_new_at": state.last_new_at,
         }
         values.update({key: s(value) for key, value in optional.items() if value})
         return values
@@ -117,4 +142,5 @@ def _state_from_item(item: dict[str, Any]) -> SourceState:
         last_attempt_at=text("last_attempt_at"),
         consecutive_failures=int(item.get("consecutive_failures", {}).get("N", "0")),
         last_error=text("last_error"),
+        last_new_at=text("last_new_at"),
     )

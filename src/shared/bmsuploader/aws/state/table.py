@@ -70,6 +70,22 @@ class StateTable:
                 raise StateStoreError(f"DynamoDB left {len(pending)} key(s) unprocessed after retries")
         return found
 
+    def _count(self, key_condition: str, values: dict[str, Any]) -> int:
+        """Items matching a key condition, counted by DynamoDB (Query with Select=COUNT, every page)."""
+        total = 0
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": key_condition,
+            "ExpressionAttributeValues": values,
+            "Select": "COUNT",
+        }
+        while True:
+            response = self.client.query(**request)
+            total += response.get("Count", 0)
+            if "LastEvaluatedKey" not in response:
+                return total
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
     def batch_write(self, requests: list[Any]) -> None:
         """One BatchWriteItem (at most 25 requests), retrying unprocessed items."""
         pending: dict[str, Any] = {self.table_name: requests}

@@ -1,0 +1,270 @@
+"""``bmsuploader redrive``: dead-lettered entries back to the queue, once their cause is fixed.
+
+For each message on the dead-letter queue (oldest first per source) it decides:
+
+==========================================  ========  ====================================
+the message                                 action    why
+==========================================  ========  ====================================
+its entry was posted meanwhile              drop      the idempotency record is COMPLETED:
+(idempotency record COMPLETED)                        sending it again could only post twice
+does not match the message schema, or       keep      it would come straight back here;
+renders to no valid post with the current             fix sources.toml (or upgrade) first
+sources file
+not chosen (``--message-id``)               keep      left as it was
+anything else                               redrive   sent to the queue, then deleted here
+==========================================  ========  ====================================
+
+A dry run (the default) only reports; ``--yes`` acts. Redriven messages keep
+their order within their source and get a fresh deduplication id
+(:func:`~bmsuploader.contract.message.redrive_deduplication_id`): the first
+send's id may still be inside SQS's 5-minute window. A message is deleted from
+the dead-letter queue only after the queue accepted its copy, so an interrupted
+redrive loses nothing, and running it again is dropped by SQS as a repeat.
+
+SQS FIFO hands out at most 10 messages of a source at a time while others are
+held (:class:`~bmsuploader.aws.queue.DeadLetters`), so a look shows the oldest
+10 per source; ``--yes`` works through the rest in passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import batched, groupby
+from typing import Any
+
+from bmsuploader.aws.idempotency import PostRecord, PostRecords
+from bmsuploader.aws.queue import SEND_BATCH_LIMIT, DeadLetter, DeadLetters, EntryQueue, Outgoing
+from bmsuploader.config.sources import SourcesConfig
+from bmsuploader.contract.errors import BmsUploaderError
+from bmsuploader.contract.message import (
+    EntryMessage,
+    message_identity,
+    parse_message,
+    redrive_deduplication_id,
+)
+from bmsuploader.ops.display import when
+from bmsuploader.post.cycle import render_for
+from bmsuploader.post.rendering import RenderedPost
+
+#: Seconds a looked-at message stays hidden: long enough to send and delete it.
+HOLD_SECONDS = 60
+#: Passes of ``--yes`` through the dead-letter queue (each handles up to 10 per source).
+MAX_PASSES = 100
+
+REDRIVE, DROP, KEEP = "redrive", "drop", "keep"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One dead-lettered message and what redrive does with it."""
+
+    letter: DeadLetter
+    message: EntryMessage | None
+    #: who the message is about, even when it no longer parses
+    source: str | None
+    entry_id: str | None
+    action: str
+    why: str
+    record: PostRecord | None = None
+    post: RenderedPost | None = None
+
+
+def decide(
+    letter: DeadLetter, records: PostRecords, sources: SourcesConfig | None, chosen: set[str] | None
+) -> Candidate:
+    source, entry_id = message_identity(letter.body)
+    if chosen is not None and letter.message_id not in chosen:
+        return Candidate(letter, None, source, entry_id, KEEP, "not chosen")
+    try:
+        message = parse_message(letter.body)
+    except BmsUploaderError as exc:
+        return Candidate(letter, None, source, entry_id, KEEP, f"still poison: {exc}")
+    record = records.get(message.source, message.entry_id)
+    if record is not None and record.status == "COMPLETED":
+        outcome = (record.data or {}).get("outcome", "posted")
+        tweet = (record.data or {}).get("tweet_id")
+        why = (
+            f"already {outcome}"
+            + (f" (tweet {tweet})" if tweet else "")
+            + ": sending it again could only post twice"
+        )
+        return Candidate(letter, message, message.source, message.entry_id, DROP, why, record)
+    try:
+        post = render_for(sources, message)
+    except BmsUploaderError as exc:
+        return Candidate(
+            letter, message, message.source, message.entry_id, KEEP, f"still does not render: {exc}"
+        )
+    why = (
+        "the poster will post it"
+        if record is None
+        else f"its record is {record.status}; the poster retries it"
+    )
+    return Candidate(letter, message, message.source, message.entry_id, REDRIVE, why, record, post)
+
+
+@dataclass
+class Outcome:
+    redriven: list[Candidate]
+    dropped: list[Candidate]
+    kept: list[Candidate]
+    #: (candidate, error): a send or delete AWS refused; the message stays on the dead-letter queue
+    failed: list[tuple[Candidate, str]]
+
+
+def execute(candidates: Sequence[Candidate], dead_letters: DeadLetters, queue: EntryQueue) -> Outcome:
+    """Act on one look's decisions: send, then delete; drop; release the rest."""
+    outcome = Outcome([], [], [], [])
+    to_delete: list[Candidate] = []
+    stuck: list[Candidate] = []
+    # Sorted by source, keeping each source's order (a look may hand out sources interleaved).
+    redrives = sorted((c for c in candidates if c.action == REDRIVE), key=lambda c: c.letter.group_id)
+    for group, members in groupby(redrives, key=lambda c: c.letter.group_id):
+        # A refused send stops its source: nothing may overtake what is still waiting.
+        pending = list(members)
+        for chunk in batched(pending, SEND_BATCH_LIMIT, strict=False):
+            result = queue.send(
+                [
+                    Outgoing(
+                        entry_id=c.entry_id or "",
+                        body=c.letter.body,
+                        group_id=group,
+                        deduplication_id=redrive_deduplication_id(group, c.letter.message_id),
+                    )
+                    for c in chunk
+                ]
+            )
+            sent = list(chunk[: len(result.sent)])
+            to_delete.extend(sent)
+            outcome.redriven.extend(sent)
+            if result.failed:
+                reason = result.failed[0][1]
+                unsent = pending[pending.index(chunk[len(result.sent)]) :]
+                outcome.failed.extend((c, f"not sent: {reason}") for c in unsent)
+                stuck.extend(unsent)
+                break
+    drops = [c for c in candidates if c.action == DROP]
+    outcome.dropped.extend(drops)
+    to_delete.extend(drops)
+    refused = set(dead_letters.delete([c.letter for c in to_delete]))
+    for c in to_delete:
+        if c.letter.message_id in refused:
+            outcome.failed.append(
+                (c, "sent, but the dead-letter copy could not be deleted: run redrive again")
+            )
+    outcome.kept.extend(c for c in candidates if c.action == KEEP)
+    dead_letters.release([c.letter for c in [*outcome.kept, *stuck]])
+    return outcome
+
+
+def redrive(
+    dead_letters: DeadLetters,
+    decide_one: Callable[[DeadLetter], Candidate],
+    queue: EntryQueue | None,
+    *,
+    chosen: set[str] | None = None,
+) -> tuple[list[Candidate], Outcome | None]:
+    """Look (``queue`` None: a dry run) or act, pass after pass, until nothing more moves.
+
+    Returns every candidate seen (first look for a dry run) and, when acting, the outcome.
+    """
+    if queue is None:
+        letters = _look(dead_letters)
+        candidates = [decide_one(letter) for letter in letters]
+        dead_letters.release(letters)
+        return candidates, None
+    seen: dict[str, Candidate] = {}
+    total = Outcome([], [], [], [])
+    for _ in range(MAX_PASSES):
+        letters = _look(dead_letters)
+        candidates = [decide_one(letter) for letter in letters]
+        seen.update((c.letter.message_id, c) for c in candidates)
+        outcome = execute(candidates, dead_letters, queue)
+        total.redriven += outcome.redriven
+        total.dropped += outcome.dropped
+        total.failed += outcome.failed
+        total.kept = outcome.kept  # what is left, as of the last look
+        acted = outcome.redriven or outcome.dropped
+        if not acted or outcome.failed or (chosen is not None and chosen <= _done(total)):
+            break
+    return list(seen.values()), total
+
+
+def _look(dead_letters: DeadLetters) -> list[DeadLetter]:
+    waiting = dead_letters.depth().waiting
+    return dead_letters.peek(hold_seconds=HOLD_SECONDS, expected=waiting) if waiting else []
+
+
+def _done(outcome: Outcome) -> set[str]:
+    return {c.letter.message_id for c in [*outcome.redriven, *outcome.dropped]}
+
+
+def to_json(candidate: Candidate, *, preview: bool) -> dict[str, Any]:
+    letter = candidate.letter
+    line: dict[str, Any] = {
+        "message_id": letter.message_id,
+        "source": candidate.source,
+        "entry_id": candidate.entry_id,
+        "reason": letter.reason,
+        "in_dead_letter_queue_since": letter.sent_at.isoformat() if letter.sent_at else None,
+        "receive_count": letter.receive_count,
+        "action": candidate.action,
+        "why": candidate.why,
+    }
+    if preview and candidate.post is not None:
+        line["text"] = candidate.post.text
+        line["weighted_length"] = candidate.post.weighted_length
+    return line
+
+
+def render(
+    candidates: Sequence[Candidate],
+    outcome: Outcome | None,
+    *,
+    preview: bool,
+    missing: Sequence[str],
+    held: int = 0,
+) -> str:
+    """For people. ``held``: messages another reader (explain, another redrive) was holding."""
+    now = datetime.now(UTC)
+    if not candidates and not missing:
+        if held:
+            return (
+                f"the dead-letter queue shows nothing now, but {held} message(s) are held by another "
+                "reader (explain hides them for seconds, redrive for a minute): run it again shortly"
+            )
+        return "the dead-letter queue is empty"
+    lines = [f"dead-letter queue: {len(candidates)} message(s), oldest first per source"]
+    for number, c in enumerate(candidates, start=1):
+        who = f"{c.source or '?'} / {c.entry_id or '?'}"
+        lines.append(f"{number:>3}. {who}   message {c.letter.message_id}")
+        lines.append(
+            f"     there since {when(c.letter.sent_at, now)}, received {c.letter.receive_count} time(s)"
+        )
+        reason = c.letter.reason or "none recorded: SQS moved it after maxReceiveCount receives"
+        lines.append(f"     reason: {reason}")
+        lines.append(f"     -> {c.action}: {c.why}")
+        if preview and c.post is not None:
+            lines.append(f"     renders now ({c.post.weighted_length}/280): {c.post.text}")
+    for message_id in missing:
+        lines.append(
+            f"  --message-id {message_id}: not among the messages SQS handed out (already gone, or behind "
+            "10 older messages of its source: redrive those first)"
+        )
+    lines.append("")
+    if outcome is None:
+        moving = sum(c.action == REDRIVE for c in candidates)
+        dropping = sum(c.action == DROP for c in candidates)
+        lines.append(
+            f"dry run: nothing changed. --yes would send {moving} back to the queue and drop {dropping} "
+            "already posted (FIFO shows at most 10 per source at a time; --yes works through the rest)"
+        )
+    else:
+        lines.append(
+            f"sent {len(outcome.redriven)} back to the queue, dropped {len(outcome.dropped)} already posted, "
+            f"kept {len(outcome.kept)} in the dead-letter queue"
+        )
+        lines.extend(f"  failed: {c.letter.message_id}: {error}" for c, error in outcome.failed)
+    return "\n".join(lines)
