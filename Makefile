@@ -101,7 +101,7 @@ SEED ?= 1
 chaos: $(STAMP) ## Seeded fault schedule against the real handlers: N=300 SEED=1 [CHAOS_ARGS="--without budget"]
 	$(PYTHON) -m bmsuploader_local.chaos --schedules $(N) --seed $(SEED) $(CHAOS_ARGS)
 
-bench: $(STAMP) ## Print API calls per run, import time and package size
+bench: $(STAMP) build ## Every performance budget side by side with its anchor: PASS/FAIL, exit 1 on a FAIL
 	$(PYTHON) scripts/bench.py
 
 validate: $(SAM_STAMP) ## sam validate --lint, then cfn-lint on the SAM-transformed template (both offline)
