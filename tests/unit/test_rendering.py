@@ -217,6 +217,13 @@ def test_an_entry_url_with_japanese_in_its_path_is_one_link() -> None:
     assert len(extract_urls(post.text)) == 1
 
 
+def test_an_international_host_is_left_as_it_is() -> None:
+    # Percent-encoding is for the path, query and fragment; a host is not spelled that way.
+    post = render_post(entry(url="https://日本語.jp/曲.zip", comment=""), template="{url}", include_link=True)
+    assert post.text == "https://日本語.jp/%E6%9B%B2.zip"
+    assert extract_urls(post.text) == [post.text]
+
+
 def test_the_weight_is_the_official_one_where_the_port_was_wrong() -> None:
     # twitter-text-parser weighed this 21 (no link for it); X weighs the link in it 23.
     post = render_post(

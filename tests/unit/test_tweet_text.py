@@ -195,3 +195,15 @@ def test_the_top_level_domains_are_the_official_ones() -> None:
     assert all(j["urls"] and j["urls"][0][:2] == [0, 2 + len(n)] for n, j in zip(names, judged, strict=True))
     assert [spans(extract_urls(t)) for t in texts] == [[tuple(u[:2]) for u in j["urls"]] for j in judged]
     assert len(names) > 1500 and all(re.fullmatch(r"[^|()]+", n) for n in names)
+
+
+@pytest.mark.parametrize("relative", ["regexp/valid_gtld.py", "regexp/valid_cctld.py"])
+def test_each_tld_list_puts_a_tld_before_its_prefixes(relative: str) -> None:
+    # The official alternation takes the first TLD in list order; tweet_text's trie takes the
+    # longest. They agree only while no TLD comes after one of its own prefixes.
+    from bmsuploader.post.tweet_text import _tlds
+
+    names = [name.upper() for name in _tlds(relative)]
+    position = {name: index for index, name in enumerate(names)}
+    late = [(a, b) for a in names for b in names if a != b and a.startswith(b) and position[a] > position[b]]
+    assert late == []

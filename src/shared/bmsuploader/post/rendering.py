@@ -209,6 +209,7 @@ def neutralise(value: str) -> str:
 # --- the template -------------------------------------------------------------
 
 
+_AUTHORITY = re.compile(r"[^:/?#]+://[^/?#]*")
 # Characters a URL may hold unencoded (RFC 3986: unreserved, reserved, "%").
 _URL_SAFE = "-._~:/?#[]@!$&'()*+,;=%"
 
@@ -228,7 +229,10 @@ def _entry_url(url: str) -> str:
         or any(ch.isspace() or _is_dropped(ch) for ch in url)
     ):
         raise PoisonMessageError(f"entry url {url[:200]!r} is not a plain http(s) URL")
-    return quote(url, safe=_URL_SAFE)
+    # Path, query and fragment only: the authority (a host may be 日本語.jp) stays as it is.
+    authority = _AUTHORITY.match(url)
+    assert authority is not None  # a scheme and a host were checked above
+    return authority.group() + quote(url[authority.end() :], safe=_URL_SAFE)
 
 
 Origin = Literal["literal", "field", "url"]
