@@ -90,6 +90,7 @@ from bmsuploader_local.lambda_runtime import (
     load_handler,
     receive_as_event,
 )
+from bmsuploader_local.saved_stack import environment
 from bmsuploader_local.template import load_template
 from bmsuploader_local.uploader_site import SAMPLE_COMMENTS, UploaderSite
 
@@ -807,20 +808,6 @@ class Container:
         self.module = None
 
 
-@contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
 class ChaosRun:
     """One seeded run: build the world, play the schedule, settle, judge."""
 
@@ -854,7 +841,7 @@ class ChaosRun:
                 "POWERTOOLS_SERVICE_NAME": "bmsuploader",
                 "POWERTOOLS_METRICS_NAMESPACE": "BmsUploader",
             }
-            stack.enter_context(_environment(aws))
+            stack.enter_context(environment(aws))
             boto3.setup_default_session()
             self.stack: StackResources = provision_stack(
                 TEMPLATE, stack_name=f"chaos{self.config.seed}x{int(time.time() * 1000) % 10**8}"
@@ -880,7 +867,7 @@ class ChaosRun:
             sources = workdir / "sources.toml"
             sources.write_text(sources_toml(self.sites), encoding="utf-8")
             stack.enter_context(
-                _environment(
+                environment(
                     {
                         **self.stack.environment(),
                         "SOURCES_FILE": str(sources),

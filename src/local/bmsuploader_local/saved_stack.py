@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from itertools import batched
 from pathlib import Path
@@ -34,7 +34,8 @@ STACK_NAME = "bmsuploader-local"
 
 
 @contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then put back what was there."""
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     try:
