@@ -18,11 +18,11 @@ What rendering guarantees:
   mention, hashtag or cashtag that touches scraped text, also one formed across
   placeholders (``{title}.{comment}``), is broken up.
 * **The entry URL is never cut or neutralised**, and is posted only when the
-  source's link policy says so (posts with a URL cost far more on X). Characters
-  a URL may not hold unencoded (RFC 3986: non-ASCII, ``^``, ``{``, spaces...) are
-  percent-encoded, as a browser sends them, so X links the whole URL and nothing
-  after it; a URL whose text would still make X link something else, or a live
-  tag, is poison.
+  source's link policy says so (posts with a URL cost far more on X). In its
+  path, query and fragment, characters a URL may not hold unencoded (RFC 3986:
+  non-ASCII, ``^``, ``{``, ``|``...) are percent-encoded, as a browser sends them,
+  so X links the whole URL and nothing after it; a URL whose text would still
+  make X link something else, or leave a live tag, is poison.
 * **Empty segments disappear.** A template splits into segments at ``" / "``
   and at line breaks. A segment that has at least one placeholder, whose
   placeholders all rendered empty, and that has no other literal text (only
@@ -369,7 +369,8 @@ def _guard(spans: list[_Span]) -> str:
         foreign = [entity for entity in extract_entities(text) if not _is_own(spans, entity)]
         if not foreign:
             return text
-        spans = _defuse(spans, foreign[0])
+        for entity in foreign:  # a repair keeps every length, so the offsets stay valid
+            spans = _defuse(spans, entity)
     raise PoisonMessageError("scraped text keeps forming links or tags on X")
 
 
