@@ -63,6 +63,8 @@ def test_ctrl_c_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
     process.send_signal(signal.SIGINT)
     _out, err = process.communicate(timeout=60)
 
-    assert process.returncode == 130
+    # 130 from main(); now and then the interpreter's own exit still reports the signal
+    # (-SIGINT, which a shell shows as 130 too). Either way: one line, no traceback.
+    assert process.returncode in (130, -signal.SIGINT)
     assert err.strip().splitlines()[-1] == "bmsuploader: interrupted"
     assert "Traceback" not in err
