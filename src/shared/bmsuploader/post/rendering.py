@@ -308,6 +308,8 @@ def render_post(message: EntryMessage, *, template: str, include_link: bool) -> 
     parsed = _Template.parse(template)
     fields = parsed.fields
     values: dict[str, str] = {
+        # a JSON or table source's extra fields ({level}, {symbol}...); the standard ones win
+        **{name: _scraped(value) for name, value in (message.extra or {}).items()},
         "source": _scraped(message.source),
         "entry_id": _scraped(message.entry_id),
         "size": _scraped(message.size),
