@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from botocore.client import BaseClient
 
+from bmsuploader.cli import main
 from bmsuploader.contract.message import deduplication_id
 from bmsuploader_local.uploader_site import UploaderSite
 from tests.integration.conftest import by_source, drain
@@ -87,3 +89,19 @@ def test_a_new_chart_is_announced_once_with_the_tables_symbol_and_level(
     assert message.extra["level"] == str(5000 % 12 + 1)
     assert again["enqueued"] == 0
     assert again["outcome"] == "not_modified"
+
+
+def test_preview_follows_a_table_page_to_its_header_and_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with UploaderSite.with_sample_uploads(3) as small:
+        sources = tmp_path / "sources.toml"
+        sources.write_text(f'[[source]]\nname = "t"\npreset = "bmstable"\nurl = "{small.table_url}"\n')
+        code = main(["preview", "--sources", str(sources), "--source", "t", "--url", small.table_url])
+        newest = f"{small.base_url}/up/src/up00003.zip"
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    assert code == 0
+    assert len(lines) == 3
+    assert lines[0]["text"].startswith("【サンプル差分表】sl")
+    assert lines[0]["text"].endswith(newest)
