@@ -28,14 +28,19 @@ def test_first_run_posts_the_newest_second_posts_nothing_new_upload_posts_one(
     assert run_local(state_dir=tmp_path, new_upload=True) == 0
     third = capsys.readouterr().out
 
-    assert "poster: 2 post(s)" in first  # the sample source's first_run policy: newest 2
+    # the sample sources' first_run policies: the uploader's newest 2, the table's newest chart
+    assert "poster: 3 post(s)" in first
     assert re.search(r"sample-uploader\s+20\s+2\s+2\s+0\s+baseline", first)
+    assert re.search(r"sample-table\s+30\s+1\s+1\s+0\s+baseline", first)
+    assert "【サンプル差分表】sl" in first
     assert "poster: 0 post(s)" in second
     assert re.search(r"sample-uploader\s+(-|\d+)\s+0\s+0\s+0", second)
     assert re.search(r"sample-feed\s+\d+\s+0\s+0\s+0", second)
-    assert "poster: 1 post(s)" in third  # the one new upload, exactly once
-    assert third.count("[posted]") == 1
-    assert "【追加1】" in third
+    assert re.search(r"sample-table\s+30\s+0\s+0\s+0", second)
+    # the one new upload, exactly once, on the uploader and as a chart of the table
+    assert "poster: 2 post(s)" in third
+    assert third.count("[posted]") == 2
+    assert third.count("【追加1】") == 2
     assert all(int(w) <= 280 for w in re.findall(r"weighted\s+(\d+)/280", first + third))
     assert "queue: 0 waiting, dead-letter queue: 0" in third
     assert (tmp_path / "lambda.log").read_text(encoding="utf-8").startswith("{")

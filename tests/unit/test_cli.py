@@ -131,3 +131,30 @@ def test_a_bad_config_names_the_source_and_field(tmp_path: Path, capsys: pytest.
 
     assert code == 2
     assert "source 'up'" in err and "url" in err
+
+
+TABLE_SOURCES = """
+[[source]]
+name = "table"
+preset = "bmstable"
+url = "https://table.example/sl/"
+"""
+
+
+def test_parse_reads_a_saved_table_data_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # table_data.json: a BOM, CR/LF, the {"charts": [...]} wrapper, numeric levels, an sha256-only
+    # chart and one without a level (skipped, as by the format's reference parser).
+    sources = tmp_path / "sources.toml"
+    sources.write_text(TABLE_SOURCES, encoding="utf-8")
+
+    code, lines, _ = run(capsys, "parse", sources, "table", page="table_data.json")
+
+    assert code == 0
+    messages = [EntryMessage.model_validate_json(line) for line in lines]
+    assert [(m.entry_id[:8], (m.extra or {})["level"]) for m in messages] == [
+        ("aaaaaaaa", "5"),
+        ("7a9d0e6f", "12"),
+        ("0f343b09", "3"),
+    ]
+    assert messages[2].url == "https://table.example/sl/diffs/yozakura_another.zip"
+    assert messages[1].url == "http://song.example/mirage.zip"

@@ -717,6 +717,7 @@ def test_entry_to_message_carries_every_field() -> None:
         "filename": "up00125.zip",
         "size": "1KB",
         "original_entry_id": None,
+        "extra": None,
     }
 
 

@@ -50,8 +50,8 @@ def test_unknown_selector_field_is_called_a_typo() -> None:
 
 
 def test_bad_kind() -> None:
-    message = error_for({"name": "up1", "url": URL, "kind": "json"})
-    assert_names(message, "source 'up1'", "kind:", "'html', 'rss' or 'atom'")
+    message = error_for({"name": "up1", "url": URL, "kind": "xml"})
+    assert_names(message, "source 'up1'", "kind:", "'html', 'rss', 'atom', 'json' or 'bmstable'")
 
 
 def test_bad_url() -> None:
@@ -297,7 +297,7 @@ def test_sample_sources_for_local_runs_load() -> None:
 
     config = load_sources(SAMPLE_SOURCES)
 
-    assert [s.name for s in config.enabled] == ["sample-uploader", "sample-feed"]
+    assert [s.name for s in config.enabled] == ["sample-uploader", "sample-feed", "sample-table"]
 
 
 # --- presets ------------------------------------------------------------------

@@ -90,7 +90,8 @@ def run_local(
                 encoding="utf-8",
             )
             site_label = (
-                f"sample uploader {site.base_url} ({len(site.uploads)} uploads), "
+                f"sample uploader {site.base_url} ({len(site.uploads)} uploads, also as a table: "
+                f"{site.table_url}), "
                 f"sample feed {feed_site.base_url}"
             )
 

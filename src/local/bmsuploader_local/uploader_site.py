@@ -8,6 +8,11 @@ path is exercised over real HTTP:
   ``<meta http-equiv>`` (the HTTP header says just ``text/html``, like old servers);
 * ``/feed/rss.xml``: an RSS 2.0 feed of the same uploads, in UTF-8;
 * ``/up/src/<file>``: the uploaded file (a tiny empty zip), so demo links work;
+* ``/table/``: the same uploads as a difficulty table, with the format's pitfalls:
+  the meta tag's ``content`` before its ``name``, a relative ``data_url``
+  (``data.json``) that redirects (302, like Google Apps Script) to
+  ``/table/data/charts.json``, whose JSON has a BOM, CR/LF line ends, a
+  ``{"charts": [...]}`` wrapper and numeric levels on every other chart;
 * ETag and Last-Modified on the listing and the feed, with 304 answers to a
   matching conditional GET;
 * scripting hooks: :meth:`UploaderSite.fail_next` (5xx) and
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -94,6 +100,10 @@ class UploaderSite(LoopbackService):
     @property
     def listing_url(self) -> str:
         return f"{self.base_url}/up/upload.cgi"
+
+    @property
+    def table_url(self) -> str:
+        return f"{self.base_url}/table/"
 
     @property
     def feed_url(self) -> str:
@@ -171,6 +181,37 @@ class UploaderSite(LoopbackService):
             f"<description>新着</description>\n{items}\n</channel></rss>\n"
         ).encode()
 
+    def _table(self, path: str) -> tuple[bytes, str] | None:
+        if path == "/table/":
+            page = (
+                '<!DOCTYPE html>\r\n<html><head><meta charset="utf-8">\r\n'
+                '<meta content="header.json" name="bmstable">\r\n<title>サンプル差分表</title>'
+                "</head><body>サンプル差分表</body></html>\r\n"
+            )
+            return page.encode(), "text/html; charset=utf-8"
+        if path == "/table/header.json":
+            header = {"name": "サンプル差分表", "symbol": "sl", "data_url": "data.json"}
+            return json.dumps(header, ensure_ascii=False).encode(), "application/json"
+        if path == "/table/data/charts.json":
+            charts = [table_chart(self.base_url, number, u) for number, u in enumerate(self.uploads)]
+            body = json.dumps({"charts": charts}, ensure_ascii=False, indent=1).replace("\n", "\r\n")
+            return "\ufeff".encode() + body.encode(), "application/json"
+        return None
+
+    def _table_route(
+        self, handler: BaseHTTPRequestHandler, path: str
+    ) -> tuple[int, bytes, str | None, dict[str, str]]:
+        if path == "/table/data.json":  # a data_url that redirects, like Google Apps Script's
+            return 302, b"", None, {"Location": "/table/data/charts.json"}
+        table = self._table(path)
+        if table is None:
+            return 404, b"Not Found", "text/plain", {}
+        body, content_type = table
+        etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+        if _not_modified(handler, etag, datetime.max.replace(tzinfo=UTC)):
+            return 304, b"", None, {"ETag": etag}
+        return 200, body, content_type, {"ETag": etag}
+
     def _respond(self, handler: BaseHTTPRequestHandler) -> None:
         # Decide under the lock, write to the socket outside it.
         with self._lock:
@@ -188,7 +229,8 @@ class UploaderSite(LoopbackService):
         if parts.path.startswith("/up/src/"):
             return 200, _EMPTY_ZIP, "application/zip", {}
         if parts.path not in ("/up/upload.cgi", "/feed/rss.xml"):
-            return 404, b"Not Found", "text/plain", {}
+            table = parts.path.startswith("/table/")  # the same uploads as a difficulty table
+            return self._table_route(handler, parts.path) if table else (404, b"Not Found", "text/plain", {})
         page = (parse_qs(parts.query).get("page") or ["1"])[0]
         page_number = max(int(page) if page.isdigit() else 1, 1)
         broken_page = parts.path == "/up/upload.cgi" and page_number in self.broken_pages
@@ -208,6 +250,19 @@ class UploaderSite(LoopbackService):
         if _not_modified(handler, etag, modified):
             return 304, b"", None, headers
         return 200, body, content_type, headers
+
+
+def table_chart(base_url: str, number: int, upload: Upload) -> dict[str, Any]:
+    """An upload as a difficulty table's chart: md5, level (a number on every other chart), links."""
+    level: int | str = number % 12 + 1 if number % 2 else str(number % 12 + 1)
+    return {
+        "md5": hashlib.md5(upload.entry_id.encode(), usedforsecurity=False).hexdigest(),
+        "level": level,
+        "title": upload.comment,
+        "artist": "sample",
+        "url": f"{base_url}/up/",
+        "url_diff": f"{base_url}/up/src/{upload.filename}",
+    }
 
 
 def _shift_jis_page(title: str, body: str) -> bytes:

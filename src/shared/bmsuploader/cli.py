@@ -59,6 +59,7 @@ def _messages(args: argparse.Namespace) -> tuple[Source, list[EntryMessage]]:
     from bmsuploader.fetch.decoding import decode_page
     from bmsuploader.fetch.fetching import PageFetcher
     from bmsuploader.fetch.parsing import parse_page
+    from bmsuploader.fetch.tables import read_table
 
     config = load_sources(args.sources or SourcesSettings.from_env().sources_file)
     try:
@@ -66,21 +67,32 @@ def _messages(args: argparse.Namespace) -> tuple[Source, list[EntryMessage]]:
     except KeyError:
         names = ", ".join(s.name for s in config.sources)
         raise BmsUploaderError(f"no source named {args.source!r} in the file; known: {names}") from None
+    parsed = None
     if args.url:
         fetcher = PageFetcher()
         try:
-            page = fetcher.fetch(args.url, source=source.name, encoding=source.encoding)
+            if source.kind == "bmstable":  # the table's page (or header), then its header and data
+                table = read_table(
+                    fetcher, source.model_copy(update={"url": args.url}), validators=None, linked=()
+                )
+                parsed = table.parsed
+            else:
+                page = fetcher.fetch(args.url, source=source.name, encoding=source.page_encoding)
         finally:
             fetcher.close()
-        text, page_url = page.text, page.url
+        if parsed is None:
+            text, page_url = page.text, page.url
     else:
         try:
             body = args.page.read_bytes()
         except OSError as exc:
             raise BmsUploaderError(f"cannot read {args.page}: {exc.strerror}") from exc
-        text, page_url = decode_page(body, override=source.encoding).text, source.url
+        # A table's saved file is its data JSON (read without its header: no name or symbol).
+        encoding = "utf-8" if source.kind == "bmstable" else source.page_encoding
+        text, page_url = decode_page(body, override=encoding).text, source.url
     now = datetime.now(UTC)
-    parsed = parse_page(source, text, page_url=page_url)
+    if parsed is None:
+        parsed = parse_page(source, text, page_url=page_url)
     if parsed.duplicates:
         _note(
             f"{parsed.duplicates} item(s) repeat an earlier item's id and were dropped (the first is kept): "

@@ -30,9 +30,17 @@ from pydantic import (
     model_validator,
 )
 
-from bmsuploader.config.templates import DEFAULT_TEMPLATE, parse_template
+from bmsuploader.config.jmespath import check_jmespath
+from bmsuploader.config.templates import (
+    DEFAULT_TEMPLATE,
+    EXTRA_NAME_PATTERN,
+    TABLE_FIELDS,
+    TEMPLATE_FIELDS,
+    parse_template,
+)
 from bmsuploader.config.xpath import XPathKind, check_xpath
 from bmsuploader.contract.errors import ConfigError
+from bmsuploader.contract.message import MAX_EXTRA_FIELDS
 from bmsuploader.fetch.decoding import normalise_encoding
 
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -96,6 +104,51 @@ class Selectors(BaseModel):
         return value
 
 
+JMESPathStr = Annotated[str, Field(min_length=1)]
+
+
+class JsonSelectors(BaseModel):
+    """JMESPath expressions for a ``json`` source.
+
+    ``rows`` gives the list of rows, evaluated against the whole document; every
+    other expression is evaluated against one row and must give a string or a
+    number (``null`` or no match: the field is absent). ``extra`` names more
+    fields for the template, e.g. ``level = "level"`` makes ``{level}`` usable.
+    """
+
+    model_config = _Strict
+
+    rows: JMESPathStr
+    entry_id: JMESPathStr
+    title: JMESPathStr
+    url: JMESPathStr
+    comment: JMESPathStr | None = None
+    uploaded_at: JMESPathStr | None = None
+    filename: JMESPathStr | None = None
+    size: JMESPathStr | None = None
+    extra: dict[Annotated[str, Field(pattern=EXTRA_NAME_PATTERN)], JMESPathStr] = Field(
+        default_factory=dict, max_length=MAX_EXTRA_FIELDS
+    )
+    #: Which end of ``rows`` is the newest: an API sorted by date descending lists it
+    #: first, a file every upload is appended to lists it last.
+    newest: Literal["first", "last"] = "first"
+
+    @field_validator("rows", "entry_id", "title", "url", "comment", "uploaded_at", "filename", "size")
+    @classmethod
+    def _valid_jmespath(cls, value: str | None) -> str | None:
+        return None if value is None else check_jmespath(value)
+
+    @field_validator("extra")
+    @classmethod
+    def _valid_extra(cls, value: dict[str, str]) -> dict[str, str]:
+        clash = set(value) & TEMPLATE_FIELDS
+        if clash:
+            raise ValueError(f"extra field(s) {sorted(clash)} shadow a standard field; rename them")
+        for expression in value.values():
+            check_jmespath(expression)
+        return value
+
+
 class FirstRun(BaseModel):
     """What to do the first time a source is seen (no state yet).
 
@@ -124,11 +177,13 @@ class Source(BaseModel):
     model_config = _Strict
 
     name: str = Field(pattern=NAME_PATTERN)
-    kind: Literal["html", "rss", "atom"]
+    kind: Literal["html", "rss", "atom", "json", "bmstable"]
     url: str = Field(pattern=r"^https?://")
     encoding: str | None = None
     preset: str | None = None
     selectors: Selectors | None = None
+    #: kind ``json`` only: where the fields are in the document
+    json_selectors: JsonSelectors | None = None
     #: Applied to the ``entry_id`` field's value (a link or a cell); group 1,
     #: or the whole match if the pattern has no group, is the stable id.
     #: None: the value itself is the id (right for a feed's guid / Atom id).
@@ -199,10 +254,19 @@ class Source(BaseModel):
     def _renderable_template(cls, value: str) -> str:
         # The renderer's own parser: a template that loads is one the poster can render.
         try:
-            parse_template(value)
+            parse_template(value, extra=None)  # which extras: checked with the kind below
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
         return value
+
+    @property
+    def template_fields(self) -> frozenset[str]:
+        """The placeholders this source's template may use: the standard ones and its extra fields."""
+        if self.kind == "bmstable":
+            return TEMPLATE_FIELDS | set(TABLE_FIELDS)
+        if self.json_selectors is not None:
+            return TEMPLATE_FIELDS | set(self.json_selectors.extra)
+        return TEMPLATE_FIELDS
 
     @model_validator(mode="after")
     def _kind_rules(self) -> Self:
@@ -210,6 +274,14 @@ class Source(BaseModel):
             raise ValueError("kind 'html' needs [selectors] (or a preset that provides them)")
         if self.kind != "html" and self.selectors is not None:
             raise ValueError(f"kind {self.kind!r} reads the feed's own fields; remove [selectors]")
+        if self.kind == "json" and self.json_selectors is None:
+            raise ValueError("kind 'json' needs [json_selectors] (or a preset that provides them)")
+        if self.kind != "json" and self.json_selectors is not None:
+            raise ValueError(f"kind {self.kind!r} does not read [json_selectors]; remove it")
+        try:
+            parse_template(self.template, extra=self.template_fields - TEMPLATE_FIELDS)
+        except ConfigError as exc:
+            raise ValueError(f"template: {exc}") from exc
         if self.max_pages > 1 and self.page_url_template is None:
             raise ValueError("max_pages > 1 needs page_url_template")
         if self.kind == "html" and self.allow_empty and self.end_of_listing is None:
@@ -221,8 +293,17 @@ class Source(BaseModel):
 
     @property
     def empty_allowed(self) -> bool:
-        """``allow_empty`` with its default for the kind (see the field)."""
-        return self.kind != "html" if self.allow_empty is None else self.allow_empty
+        """``allow_empty`` with its default for the kind (see the field): feeds yes; listings,
+        JSON documents and tables no (an empty document is what a broken export looks like)."""
+        return self.kind in ("rss", "atom") if self.allow_empty is None else self.allow_empty
+
+    @property
+    def page_encoding(self) -> str | None:
+        """The encoding to decode page 1 with: ``encoding``, else UTF-8 for a JSON document
+        (RFC 8259; a BOM is allowed and dropped), else what the page says."""
+        if self.encoding is None and self.kind == "json":
+            return "utf-8"
+        return self.encoding
 
     def page_url(self, page: int) -> str:
         """URL of listing page ``page`` (1 is :attr:`url`)."""
@@ -277,8 +358,8 @@ def _apply_preset(raw: dict[str, Any], presets: dict[str, dict[str, Any]]) -> di
         raise ValueError(f"preset: unknown preset {name!r}; known: {sorted(presets)}")
     merged: dict[str, Any] = {k: v for k, v in presets[name].items() if k != "description"}
     for key, value in raw.items():
-        if key == "selectors" and isinstance(value, dict):
-            merged["selectors"] = {**merged.get("selectors", {}), **value}
+        if key in ("selectors", "json_selectors") and isinstance(value, dict):
+            merged[key] = {**merged.get(key, {}), **value}
         else:
             merged[key] = value
     return merged

@@ -21,6 +21,11 @@ TEMPLATE_FIELDS = frozenset(
     {"title", "comment", "url", "filename", "size", "uploaded_at", "source", "entry_id"}
 )
 DEFAULT_TEMPLATE = "【新着差分】{title} / {comment} / {url}"
+#: The extra fields a ``bmstable`` source gives every chart (besides the ones above).
+TABLE_FIELDS = ("level", "symbol", "artist", "url_diff", "table")
+#: A JSON or table source's extra field names (they travel in EntryMessage.extra).
+EXTRA_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+_EXTRA_NAME = re.compile(EXTRA_NAME_PATTERN)
 
 # A template splits into segments at " / " and at line breaks (see rendering).
 _SEPARATOR_RE = re.compile(r"( / |\n)")
@@ -44,7 +49,7 @@ class Template:
         return frozenset(p.field for seg in self.segments for p in seg if p.field is not None)
 
 
-def _parse_segment(segment: str) -> tuple[Piece, ...]:
+def _parse_segment(segment: str, extra: frozenset[str] | None) -> tuple[Piece, ...]:
     try:
         parsed = list(string.Formatter().parse(segment))
     except ValueError as exc:
@@ -54,10 +59,12 @@ def _parse_segment(segment: str) -> tuple[Piece, ...]:
         if field is not None:
             if field == "":
                 raise ConfigError("positional placeholder {} in template; name the field, e.g. {title}")
-            if field not in TEMPLATE_FIELDS:
-                raise ConfigError(
-                    f"unknown placeholder(s) {[field]} in template; allowed: {sorted(TEMPLATE_FIELDS)}"
-                )
+            allowed = field in TEMPLATE_FIELDS or (
+                _EXTRA_NAME.match(field) is not None if extra is None else field in extra
+            )
+            if not allowed:
+                known = sorted(TEMPLATE_FIELDS | (extra or frozenset()))
+                raise ConfigError(f"unknown placeholder(s) {[field]} in template; allowed: {known}")
             if spec or conversion:
                 raise ConfigError(
                     f"template placeholder {{{field}}} takes no conversion or format spec; "
@@ -67,10 +74,14 @@ def _parse_segment(segment: str) -> tuple[Piece, ...]:
     return tuple(pieces)
 
 
-def parse_template(template: str) -> Template:
-    """Parse a post template. Raises :class:`ConfigError` saying what is wrong."""
+def parse_template(template: str, *, extra: frozenset[str] | None = frozenset()) -> Template:
+    """Parse a post template. Raises :class:`ConfigError` saying what is wrong.
+
+    ``extra`` names the extra fields (of a JSON or table source) it may use besides
+    the standard ones; ``None`` accepts any well-formed extra name (the renderer: a
+    field the message lacks renders empty, like any optional field)."""
     parts = _SEPARATOR_RE.split(template)
     return Template(
-        segments=tuple(_parse_segment(p) for p in parts[0::2]),
+        segments=tuple(_parse_segment(p, extra) for p in parts[0::2]),
         separators=tuple(parts[1::2]),
     )

@@ -18,6 +18,12 @@ byte-for-byte what an earlier v1 fetcher sent, and any v1 poster reads it:
   source on every run and were never sent, so no existing message has it;
   a message that carries it needs a poster of this version (both functions
   ship in the same layer, in one deploy).
+* ``extra`` -- the fields a ``json`` or ``bmstable`` source selects beyond the
+  standard ones (``level``, ``symbol``, ``artist``, ``url_diff``...), for the
+  template. At most 16, names of at most 32 characters, values of at most 500.
+  Only entries of those new kinds carry it, so no message in flight at the
+  deploy has it; an older v1 poster would refuse one (``extra="forbid"``), and
+  both functions ship in one deploy.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -42,6 +48,9 @@ MAX_ENTRY_ID_BYTES = 1000
 #: An entry's link. Longer is not a download link (browsers and servers give up
 #: around 2,000-8,000); the fetcher reports such an entry as a format error.
 MAX_URL_LENGTH = 2000
+#: Bounds of ``EntryMessage.extra``: a few short fields, never a second comment.
+MAX_EXTRA_FIELDS = 16
+MAX_EXTRA_VALUE_LENGTH = 500
 _SHORT_ID_PREFIX = 120
 
 
@@ -64,6 +73,14 @@ class EntryMessage(BaseModel):
     #: The id as the source wrote it, when ``entry_id`` is its short form (see the
     #: module docstring for compatibility). Informational: the key is ``entry_id``.
     original_entry_id: str | None = Field(default=None, max_length=4000)
+    #: A JSON or table source's extra fields, by name (see the module docstring).
+    extra: (
+        dict[
+            Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")],
+            Annotated[str, Field(max_length=MAX_EXTRA_VALUE_LENGTH)],
+        ]
+        | None
+    ) = Field(default=None, max_length=MAX_EXTRA_FIELDS)
 
     @property
     def deduplication_id(self) -> str:
@@ -71,8 +88,8 @@ class EntryMessage(BaseModel):
 
     def to_json(self) -> str:
         # Unset additions are left out, so older v1 posters read the message.
-        unset = {"original_entry_id"} if self.original_entry_id is None else None
-        return self.model_dump_json(exclude=unset)
+        unset = {name for name in ("original_entry_id", "extra") if getattr(self, name) is None}
+        return self.model_dump_json(exclude=unset or None)
 
 
 def stable_entry_id(raw: str) -> str:

@@ -66,6 +66,7 @@ from bmsuploader.fetch.catchup import Stop, walk
 from bmsuploader.fetch.dedup import Plan, plan_first_run, plan_new
 from bmsuploader.fetch.fetching import Page, PageFetcher
 from bmsuploader.fetch.parsing import Entry, ParsedPage, parse_page
+from bmsuploader.fetch.tables import read_table
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
@@ -134,6 +135,8 @@ class SourceRead:
     #: the unseen entries, newest first, after the catch-up walk
     unseen: list[Entry] = field(default_factory=list)
     listing_key: str | None = None
+    #: validators of the URLs page 1 leads to (a table's header and data)
+    linked: tuple[tuple[str, Validators], ...] = ()
     #: page 1 changed since the last complete run: ask DynamoDB which ids are unseen
     needs_unseen: bool = False
     unseen_ids: set[str] | None = None
@@ -303,20 +306,34 @@ class FetchCycle:
         # Validators are kept for the URL and parsing config they validated: after
         # a config change the old ETag must not turn the new page into a 304.
         known = not read.first_run and state.validators_for == page_fingerprint(source)
-        page = self.pages.fetch(
-            source.url,
-            source=source.name,
-            validators=state.validators if known else None,
-            encoding=source.encoding,
-            budget_seconds=self._fetch_budget(),
-        )
+        table = None
+        if source.kind == "bmstable":  # page, header, data: see bmsuploader.fetch.tables
+            table = read_table(
+                self.pages,
+                source,
+                validators=state.validators if known else None,
+                linked=state.linked if known else (),
+                budget=self._fetch_budget,
+            )
+            page, read.linked = table.page, table.linked
+        else:
+            page = self.pages.fetch(
+                source.url,
+                source=source.name,
+                validators=state.validators if known else None,
+                encoding=source.page_encoding,
+                budget_seconds=self._fetch_budget(),
+            )
         read.page = page
         read.report.pages = 1
         self._check_decoding(source, page, 1, read.report)
         if page.not_modified:
             read.report.outcome = "not_modified"
             return
-        read.parsed = parse_page(source, page.text, page_url=page.url)
+        if table is not None and table.parsed is not None:
+            read.parsed = table.parsed
+        else:
+            read.parsed = parse_page(source, page.text, page_url=page.url)
         self._check_repeats(source, read.parsed, 1, read.report)
         read.listed = list(read.parsed.entries)
         read.report.found = len(read.listed)
@@ -372,7 +389,7 @@ class FetchCycle:
             older = self.pages.fetch(
                 source.page_url(number),
                 source=source.name,
-                encoding=source.encoding,
+                encoding=source.page_encoding,
                 budget_seconds=self._fetch_budget(),
             )
             self._check_decoding(source, older, number, report)
@@ -538,7 +555,7 @@ class FetchCycle:
             self.logger.info(
                 "listing not modified since last run (HTTP 304)", extra={"outcome": "not_modified"}
             )
-            return state.succeeded(now, read.page.validators, fingerprint, state.listing_key)
+            return state.succeeded(now, read.page.validators, fingerprint, state.listing_key, read.linked)
         assert plan is not None
         report.deferred = len(plan.send) - report.enqueued + len(plan.deferred)
         for entry in plan.deferred:
@@ -552,6 +569,7 @@ class FetchCycle:
             read.page.validators if complete else Validators(),
             fingerprint,
             read.listing_key if complete else None,
+            read.linked if complete else (),
             found_new=report.new > 0,
         )
         self.logger.info(
@@ -595,6 +613,8 @@ class FetchCycle:
 def page_fingerprint(source: Source) -> str:
     """What a page's validators validate: its URL and the config that parses it."""
     parsing = source.model_dump(mode="json", include={"url", "kind", "encoding", "selectors", "id_regex"})
+    if source.json_selectors is not None:  # only when set: other sources keep their fingerprint
+        parsing["json_selectors"] = source.json_selectors.model_dump(mode="json")
     return hashlib.sha256(json.dumps(parsing, sort_keys=True).encode()).hexdigest()[:32]
 
 

@@ -46,7 +46,12 @@ from pydantic import ValidationError
 from bmsuploader.config.sources import Selectors, Source
 from bmsuploader.config.xpath import NAMESPACES, XPathKind, check_xpath, compile_xpath
 from bmsuploader.contract.errors import SourceFormatError
-from bmsuploader.contract.message import MAX_URL_LENGTH, EntryMessage, stable_entry_id
+from bmsuploader.contract.message import (
+    MAX_EXTRA_VALUE_LENGTH,
+    MAX_URL_LENGTH,
+    EntryMessage,
+    stable_entry_id,
+)
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 XHTML_NS = "http://www.w3.org/1999/xhtml"
@@ -98,6 +103,8 @@ class Entry(NamedTuple):
     size: str | None = None
     #: the source's id when ``entry_id`` is its short form
     original_id: str | None = None
+    #: a JSON or table source's extra fields for the template, as (name, value) pairs
+    extra: tuple[tuple[str, str], ...] = ()
 
     def to_message(self, source: str, fetched_at: datetime) -> EntryMessage:
         """The queue message for this entry.
@@ -120,6 +127,7 @@ class Entry(NamedTuple):
                 filename=_fit_optional("filename", self.filename),
                 size=_fit_optional("size", self.size),
                 original_entry_id=_fit_optional("original_entry_id", self.original_id),
+                extra={name: _cut(value, MAX_EXTRA_VALUE_LENGTH) for name, value in self.extra} or None,
             )
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
@@ -159,8 +167,21 @@ def parse_page(source: Source, text: str, *, page_url: str) -> ParsedPage:
         entries, has_next = _parse_html(source, text, page_url)
     elif source.kind == "rss":
         entries = _parse_rss(source, text, page_url)
-    else:
+    elif source.kind == "atom":
         entries = _parse_atom(source, text, page_url)
+    else:
+        # Imported here: the JSON readers build this module's Entry.
+        from bmsuploader.fetch.json_parsing import parse_charts, parse_json  # noqa: PLC0415
+
+        if source.kind == "json":
+            entries = parse_json(source, text, page_url)
+        else:  # a saved data JSON of a table, without its header (`bmsuploader parse --page`)
+            entries = parse_charts(source, text, page_url, header=None)
+    return unique_entries(entries, has_next)
+
+
+def unique_entries(entries: list[Entry], has_next: bool | None = None) -> ParsedPage:
+    """A page of ``entries``, the first of each id kept and the others' ids noted."""
     unique: dict[str, Entry] = {}
     duplicates: list[str] = []
     for entry in entries:
@@ -755,7 +776,10 @@ def _max_length(field_name: str) -> int:
 
 
 def _fit(field_name: str, value: str) -> str:
-    limit = _max_length(field_name)
+    return _cut(value, _max_length(field_name))
+
+
+def _cut(value: str, limit: int) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 

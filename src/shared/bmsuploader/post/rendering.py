@@ -448,10 +448,19 @@ def _scraped(value: str | None) -> str:
 
 def render_post(message: EntryMessage, *, template: str, include_link: bool) -> RenderedPost:
     """Render one post. Raises :class:`PoisonMessageError` if it cannot be posted."""
-    parsed = parse_template(template)
+    parsed = parse_template(template, extra=None)
     fields = parsed.fields
     url = _entry_url(message.url) if include_link and "url" in fields else ""
     free = {name: _scraped(getattr(message, name)) for name in FREE_TEXT_FIELDS if name in fields}
+    # A JSON or table source's extra fields ({level}, {symbol}...) are scraped text too, shortened
+    # like the others; one the message lacks renders empty. The standard fields win a clash.
+    free.update(
+        {
+            name: _scraped(value)
+            for name, value in (message.extra or {}).items()
+            if name in fields and name not in free
+        }
+    )
     longest = max(map(len, free.values()), default=0)
 
     def compose(cap: int | None) -> str:

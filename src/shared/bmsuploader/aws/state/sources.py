@@ -9,6 +9,7 @@ reported silent (:meth:`SourceState.silent`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -37,6 +38,9 @@ class SourceState:
     #: ids next time means nothing new, without asking DynamoDB
     listing_key: str | None = None
     baseline_done: bool = False
+    #: validators of the URLs a page links to, keyed by URL, in chain order (a difficulty
+    #: table's header and data files: see bmsuploader.fetch.tables); empty for other kinds
+    linked: tuple[tuple[str, Validators], ...] = ()
     last_success_at: str | None = None
     last_attempt_at: str | None = None
     consecutive_failures: int = 0
@@ -50,6 +54,7 @@ class SourceState:
         validators: Validators,
         validators_for: str,
         listing_key: str | None,
+        linked: tuple[tuple[str, Validators], ...] = (),
         *,
         found_new: bool = False,
     ) -> SourceState:
@@ -62,7 +67,8 @@ class SourceState:
             self,
             last_new_at=now.isoformat() if found_new or not self.last_new_at else self.last_new_at,
             validators=validators,
-            validators_for=validators_for if validators.etag or validators.last_modified else None,
+            linked=linked,
+            validators_for=validators_for if validators.etag or validators.last_modified or linked else None,
             listing_key=listing_key,
             baseline_done=True,
             last_success_at=now.isoformat(),
@@ -106,6 +112,9 @@ class SourceStates(StateTable):
             "last_modified": state.validators.last_modified,
             "validators_for": state.validators_for,
             "listing_key": state.listing_key,
+            "linked": json.dumps([[url, v.etag, v.last_modified] for url, v in state.linked])
+            if state.linked
+            else None,
             "last_success_at": state.last_success_at,
             "last_attempt_at": state.last_attempt_at,
             "last_error": state.last_error,
@@ -137,6 +146,10 @@ def _state_from_item(item: dict[str, Any]) -> SourceState:
         validators=Validators(etag=text("etag"), last_modified=text("last_modified")),
         validators_for=text("validators_for"),
         listing_key=text("listing_key"),
+        linked=tuple(
+            (url, Validators(etag=etag, last_modified=modified))
+            for url, etag, modified in json.loads(text("linked") or "[]")
+        ),
         baseline_done=bool(item.get("baseline_done", {}).get("BOOL", False)),
         last_success_at=text("last_success_at"),
         last_attempt_at=text("last_attempt_at"),
