@@ -259,8 +259,9 @@ def test_make_run_then_make_status_and_explain_read_what_the_run_left(
     assert {s["name"]: s["entries_seen"] for s in status["sources"]} == {
         "sample-uploader": 20,
         "sample-feed": 20,
+        "sample-table": 30,
     }
-    assert status["spend"]["posts"] == len(posted) == 2
+    assert status["spend"]["posts"] == len(posted) == 3  # the newest of each sample source
     assert (status["queue"]["waiting"], status["dead_letter_queue"]["messages"]) == (0, 0)
 
     # The run's newest upload was posted: explain finds its record under the key Lambda would use.
