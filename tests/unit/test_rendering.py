@@ -374,8 +374,10 @@ def test_the_renderer_and_the_config_share_one_template_parser() -> None:
     # A template the config check rejects is rejected by the renderer the same way.
     from bmsuploader.contract.errors import ConfigError
 
+    # (An extra field such as {artist} is a JSON or table source's; the config checks which
+    # extras its kind gives. A name that can be no field at all is refused by both.)
     with pytest.raises(ConfigError, match="unknown placeholder"):
-        render_post(entry(), template="{title} / {artist}", include_link=True)
+        render_post(entry(), template="{title} / {Artist}", include_link=True)
     with pytest.raises(ConfigError, match="no conversion"):
         render_post(entry(), template="{title!r} / {url}", include_link=True)
 
