@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,28 @@ from tests.integration.conftest import by_source, drain, scheduled_event, write_
 pytestmark = pytest.mark.integration
 
 Run = Callable[..., dict[str, Any]]
+
+
+@contextlib.contextmanager
+def serving(body: bytes, content_type: str) -> Iterator[str]:
+    """A loopback server answering every GET with ``body``; yields its base URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
 
 
 def test_first_run_records_a_baseline_and_posts_nothing(
@@ -356,26 +379,12 @@ def test_a_page_that_loses_characters_in_decoding_says_so(
     page = "<table><tr><td><a href='up001.zip'>up001.zip</a></td><td>曲名</td></tr></table>".encode("cp932")
     broken = page.replace("曲名".encode("cp932"), b"\x82\xff\x82\xff")  # not cp932
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=Shift_JIS")
-            self.end_headers()
-            self.wfile.write(broken)
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/upload.cgi"
+    with serving(broken, "text/html; charset=Shift_JIS") as base:
+        url = f"{base}/upload.cgi"
         path = tmp_path / "s.toml"
         path.write_text(f'[[source]]\nname = "lossy"\nkind = "html"\npreset = "classic-cgi"\nurl = "{url}"\n')
         monkeypatch.setenv("SOURCES_FILE", str(path))
         result = run_fetcher()
-    finally:
-        server.shutdown()
 
     assert by_source(result)["lossy"]["lossy_decodes"] == 1
     out = capsys.readouterr().out
@@ -413,27 +422,11 @@ def test_feed_items_sharing_a_guid_are_logged_and_counted(
         Path(__file__).resolve().parents[1] / "fixtures" / "pages" / "feed_rss_duplicate_guid.xml"
     ).read_bytes()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/rss+xml")
-            self.end_headers()
-            self.wfile.write(feed)
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(feed, "application/rss+xml") as base:
         path = tmp_path / "s.toml"
-        path.write_text(
-            f'[[source]]\nname = "dup"\nkind = "rss"\nurl = "http://127.0.0.1:{server.server_address[1]}/"\n'
-        )
+        path.write_text(f'[[source]]\nname = "dup"\nkind = "rss"\nurl = "{base}/"\n')
         monkeypatch.setenv("SOURCES_FILE", str(path))
         result = run_fetcher()
-    finally:
-        server.shutdown()
 
     assert by_source(result)["dup"]["repeated_ids"] >= 1
     out = capsys.readouterr().out
