@@ -11,17 +11,22 @@ invoke the poster, delete what is not in ``batchItemFailures`` (nothing when the
 invocation fails). Messages received ``maxReceiveCount`` times (template.yaml) go to
 the DLQ through moto's redrive policy.
 
-Faults (each can be switched off, see :class:`Fault`): AWS throttling, connection
-errors and timeouts after AWS applied a request; the Lambda process dying right
-after an AWS call or right after X accepted a post; duplicate and concurrent
-fetcher runs, a second poller; a lost DeleteMessageBatch; 401/429/5xx windows and
-dropped connections from X; maintenance pages on page 1 and on older pages; bursts
-bigger than a page; poison; a monthly spend limit reached before a month turn.
+Faults (each can be switched on or off, see :class:`Fault`): AWS throttling, connection
+errors, timeouts after AWS applied a request, partial batch results (SendMessageBatch
+``Failed``, BatchWriteItem/BatchGetItem unprocessed); the Lambda process dying right
+after an AWS call or right after X accepted a post; duplicate and concurrent fetcher
+runs, a second poller; a lost DeleteMessageBatch; 401/429/5xx windows and dropped
+connections from X; maintenance pages on page 1 and on older pages; bursts bigger
+than a page; poison; a monthly spend limit reached before a month turn.
 
 Then faults stop and schedules and polls go on until nothing moves, and the run is
 judged: every upload posted exactly once, in upload order per source, nothing left
 on the queue or in the backlog, nothing in the DLQ but deliberate poison. The last
-line is ``schedules=N duplicates=D lost=L out_of_order=O stuck=S``.
+line is ``schedules=N duplicates=D lost=L out_of_order=O stuck=S``. Two more checks
+come before it: posts of entries never uploaded (a flood of old ones), and "masked"
+duplicates -- a second attempt at a post that only X's duplicate-content check
+stopped although no fault hit the first attempt after X answered it (the gap
+idempotency cannot close is a fault right there; anything else is idempotency failing).
 
 How the simulation stays faithful (and where it bends the emulator):
 
@@ -49,7 +54,10 @@ How the simulation stays faithful (and where it bends the emulator):
   :func:`faithful_fifo_groups` replaces moto's receive for FIFO queues with SQS's
   documented rule: strict order within a MessageGroupId, and while any message of
   a group is in flight (received, not deleted, visibility not expired) no other
-  message of that group is delivered. The redrive to the DLQ is kept.
+  message of that group is delivered. The redrive to the DLQ is kept. (moto's
+  deduplication window only looks at messages still queued, where SQS remembers a
+  deduplication id for 5 minutes after the message is gone: that makes repeats
+  *more* frequent here, which only tests idempotency harder; it is left as is.)
 * **Determinism.** A seed gives the same fault schedule: each schedule's plan comes
   from its own RNG (seeded from seed and schedule index), and each injected fault
   is decided from (seed, schedule, invocation, call) -- worker-thread calls are keyed
@@ -116,6 +124,8 @@ ASYNC_RETRY_DELAYS = (60.0, 120.0)
 MAX_POLLS_PER_INSTANT = 200
 #: Schedules the settling phase may take before the run is judged anyway.
 MAX_SETTLE_SCHEDULES = 400
+#: Months the settling phase may skip while only the spend limit holds the backlog.
+MAX_MONTH_JUMPS = 3
 
 
 class Fault(StrEnum):
@@ -124,6 +134,10 @@ class Fault(StrEnum):
     THROTTLE = "throttle"  # AWS ThrottlingException / ProvisionedThroughputExceeded, before the request
     CONNECTION = "connection"  # EndpointConnectionError, before the request
     AMBIGUOUS = "ambiguous"  # ReadTimeoutError after AWS applied the request
+    PARTIAL_BATCH = "partial-batch"  # a batch call leaves entries failed / unprocessed (no error)
+    #: SendMessageBatch fails an entry in the middle and sends the later ones. Not in ``all``:
+    #: whether SQS FIFO can do that within one group is not documented either way.
+    PARTIAL_BATCH_ANY = "partial-batch-any"
     CRASH_AWS = "crash-aws"  # the process dies right after an AWS call succeeded
     CRASH_X = "crash-x"  # the process dies right after X accepted a post
     DUPLICATE_FETCH = "duplicate-fetch"  # EventBridge Scheduler delivers a run twice
@@ -141,20 +155,22 @@ class Fault(StrEnum):
     BUDGET = "budget"  # a monthly spend limit reached before the month turns
 
 
-ALL_FAULTS = frozenset(Fault)
+#: what ``all`` means: every kind whose behaviour AWS documents or the field notes describe
+ALL_FAULTS = frozenset(Fault) - {Fault.PARTIAL_BATCH_ANY}
 
 
 def parse_faults(only: str = "all", without: str = "") -> frozenset[Fault]:
-    """``only`` and ``without`` are comma-separated fault names (``all`` = every kind)."""
+    """``only`` and ``without`` are comma-separated fault names; ``all`` stands for
+    :data:`ALL_FAULTS` (``all,partial-batch-any`` adds the undocumented one)."""
 
     def names(text: str) -> set[Fault]:
+        parts = {part.strip() for part in text.split(",") if part.strip()}
         try:
-            return {Fault(part.strip()) for part in text.split(",") if part.strip()}
+            return (set(ALL_FAULTS) if "all" in parts else set()) | {Fault(p) for p in parts - {"all"}}
         except ValueError as exc:
-            raise SystemExit(f"{exc}; fault kinds: {', '.join(ALL_FAULTS)}") from exc
+            raise SystemExit(f"{exc}; fault kinds: all, {', '.join(Fault)}") from exc
 
-    kinds = set(ALL_FAULTS) if only.strip() in ("", "all") else names(only)
-    return frozenset(kinds - names(without))
+    return frozenset(names(only or "all") - names(without))
 
 
 # --------------------------------------------------------------------------- the world
@@ -436,6 +452,8 @@ class Rates:
     throttle: float = 0.0
     connection: float = 0.0
     ambiguous: float = 0.0
+    partial_batch: float = 0.0
+    partial_batch_any: float = 0.0
     crash_aws: float = 0.0
     crash_x: float = 0.0
     lost_delete: float = 0.0
@@ -453,6 +471,8 @@ class Frame:
     dead: bool = False
     nested: bool = False
     calls: Counter[str] = field(default_factory=Counter)
+    #: the text of the last post X answered (201, or 403 duplicate) in this invocation
+    last_post: str | None = None
 
 
 _THROTTLE_CODES = {
@@ -478,6 +498,9 @@ class FaultInjector:
         self.frames: list[Frame] = []
         self.invocations = 0
         self.counts: Counter[str] = Counter()
+        #: posts X answered before a fault hit their invocation: a later attempt may post them
+        #: again (the gap idempotency cannot close), and X's duplicate check is what stops it
+        self.unheard: set[str] = set()
         self.x_base_url = ""
         self.stack_name = "\x00"
         #: called from a hook to start a second run/poll while one is in progress
@@ -524,6 +547,11 @@ class FaultInjector:
             frame.calls[base] += 1
             return f"{base}#{frame.calls[base]}"
 
+    def _injected(self, frame: Frame, what: str) -> None:
+        self.counts[what] += 1
+        if frame.last_post is not None:
+            self.unheard.add(frame.last_post)
+
     def _hit(self, frame: Frame, key: str, purpose: str, rate: float) -> bool:
         if rate <= 0:
             return False
@@ -554,11 +582,13 @@ class FaultInjector:
             if frame is not None and frame.dead:
                 raise SimulatedCrash("the process is dead")
             response = original_send(adapter, request, *args, **kwargs)
-            accepted = response.status_code == 201 and str(request.url).startswith(self.x_base_url)
-            if frame is not None and accepted:
+            answered = response.status_code in (201, 403) and str(request.url).startswith(self.x_base_url)
+            if frame is not None and answered:
+                frame.last_post = _post_text(request.body)
+            if frame is not None and answered and response.status_code == 201:
                 key = self._key(frame, "x/post", b"")
                 if self._hit(frame, key, "crash", self.rates.crash_x):
-                    self.counts["crash after X accepted a post"] += 1
+                    self._injected(frame, "crash after X accepted a post")
                     frame.dead = True
                     raise SimulatedCrash("died right after X accepted the post")
             return response
@@ -583,40 +613,131 @@ class FaultInjector:
             rate = self.rates.concurrent_fetch if frame.kind == "fetcher" else self.rates.concurrent_poll
             if self._hit(frame, key, "concurrent", rate):
                 frame.calls["concurrent"] += 1
-                self.counts[f"concurrent {frame.kind} invocation"] += 1
+                self.counts[f"concurrent {frame.kind} invocation"] += 1  # not a fault of this one
                 self.on_concurrent[frame.kind]()
         service = op.split(".", 1)[0]
         if self._hit(frame, key, "throttle", self.rates.throttle):
             codes = _THROTTLE_CODES.get(service, ("ThrottlingException",))
             code = codes[int(self._hit(frame, key, "code", 0.5))] if len(codes) > 1 else codes[0]
-            self.counts[f"throttled ({code})"] += 1
+            self._injected(frame, f"throttled ({code})")
             return _error_response(code)
         if self._hit(frame, key, "connection", self.rates.connection):
             from botocore.exceptions import EndpointConnectionError
 
-            self.counts["connection error"] += 1
+            self._injected(frame, "connection error")
             raise EndpointConnectionError(endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "aws"))
+        if op == "sqs.SendMessageBatch" and self._hit(frame, key, "any", self.rates.partial_batch_any):
+            rng = random.Random(f"chaos/{self.seed}/{self.step}/{frame.kind}{frame.index}/{key}/any")  # noqa: S311
+            return self._partial_send(frame, params, context, rng, suffix=False)
+        if op in _PARTIAL and self._hit(frame, key, "partial", self.rates.partial_batch):
+            rng = random.Random(f"chaos/{self.seed}/{self.step}/{frame.kind}{frame.index}/{key}/which")  # noqa: S311
+            return _PARTIAL[op](self, frame, params, context, rng)
         return None
 
-    def after_call(self, event_name: str, http_response: Any, context: Any, **_: Any) -> None:
+    # --- partial batch results: what AWS does under load instead of an error ------------
+
+    def _partial_send(
+        self, frame: Frame, params: Any, context: Any, rng: random.Random, *, suffix: bool = True
+    ) -> Any:
+        """SendMessageBatch: the last entries fail (``Failed``), the others are sent. With
+        ``suffix=False`` one entry before the last fails and the later ones are sent."""
+        body = json.loads(params["body"])
+        entries = body["Entries"]
+        if not suffix:
+            if len(entries) < 2:
+                return None
+            middle = rng.randrange(len(entries) - 1)
+            self._injected(frame, "partial batch (SendMessageBatch, a middle entry)")
+            failed = [{"Id": entries[middle]["Id"], "SenderFault": False, "Code": "InternalError"}]
+            body["Entries"] = entries[:middle] + entries[middle + 1 :]
+            params["body"] = json.dumps(body).encode()
+            context["chaos_partial"] = ("Failed", failed)
+            return None
+        cut = rng.randrange(len(entries))  # entries[cut:] fail; all of them when cut == 0
+        failed = [
+            {"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "injected"}
+            for e in entries[cut:]
+        ]
+        self._injected(frame, "partial batch (SendMessageBatch)")
+        if cut == 0:
+            from botocore.awsrequest import AWSResponse, HTTPHeaders
+
+            parsed = {"Successful": [], "Failed": failed, "ResponseMetadata": {"HTTPStatusCode": 200}}
+            return AWSResponse("", 200, HTTPHeaders(), None), parsed
+        body["Entries"] = entries[:cut]
+        params["body"] = json.dumps(body).encode()
+        context["chaos_partial"] = ("Failed", failed)
+        return None
+
+    def _partial_write(self, frame: Frame, params: Any, context: Any, rng: random.Random) -> Any:
+        """BatchWriteItem: some requests come back in ``UnprocessedItems``."""
+        body = json.loads(params["body"])
+        (table, requests), *_ = body["RequestItems"].items()
+        keep = [r for r in requests if rng.random() < 0.5] or requests[:1]
+        left = [r for r in requests if r not in keep]
+        if not left:
+            return None
+        self._injected(frame, "partial batch (BatchWriteItem)")
+        body["RequestItems"] = {table: keep}
+        params["body"] = json.dumps(body).encode()
+        context["chaos_partial"] = ("UnprocessedItems", {table: left})
+        return None
+
+    def _partial_get(self, frame: Frame, params: Any, context: Any, rng: random.Random) -> Any:
+        """BatchGetItem: some keys come back in ``UnprocessedKeys``."""
+        body = json.loads(params["body"])
+        (table, request), *_ = body["RequestItems"].items()
+        keys = request["Keys"]
+        keep = [k for k in keys if rng.random() < 0.5] or keys[:1]
+        left = [k for k in keys if k not in keep]
+        if not left:
+            return None
+        self._injected(frame, "partial batch (BatchGetItem)")
+        body["RequestItems"] = {table: {**request, "Keys": keep}}
+        params["body"] = json.dumps(body).encode()
+        context["chaos_partial"] = ("UnprocessedKeys", {table: {**request, "Keys": left}})
+        return None
+
+    def after_call(self, event_name: str, http_response: Any, parsed: Any, context: Any, **_: Any) -> None:
         frame = self._frame()
         if frame is None or frame.dead or http_response.status_code >= 300:
             return
+        if "chaos_partial" in context:  # what was held back in before_call is reported as such
+            field_name, value = context.pop("chaos_partial")
+            if isinstance(value, list):
+                parsed.setdefault(field_name, []).extend(value)
+            else:
+                parsed[field_name] = value
         key = context.get("chaos_key", event_name)
         op = event_name.removeprefix("after-call.")
         if self._hit(frame, key, "crash", self.rates.crash_aws):
-            self.counts["crash after an AWS call"] += 1
+            self._injected(frame, "crash after an AWS call")
             frame.dead = True
             raise SimulatedCrash(f"died right after {op}")
         if self._hit(frame, key, "ambiguous", self.rates.ambiguous):
             from botocore.exceptions import ReadTimeoutError
 
-            self.counts["timeout after AWS applied a call"] += 1
+            self._injected(frame, "timeout after AWS applied a call")
             raise ReadTimeoutError(endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "aws"))
 
     def lost_delete(self) -> bool:
         frame = Frame("esm", index=self.invocations)
         return self._hit(frame, f"delete#{self.invocations}", "lost", self.rates.lost_delete)
+
+
+_PARTIAL: dict[str, Callable[[FaultInjector, Frame, Any, Any, random.Random], Any]] = {
+    "sqs.SendMessageBatch": FaultInjector._partial_send,
+    "dynamodb.BatchWriteItem": FaultInjector._partial_write,
+    "dynamodb.BatchGetItem": FaultInjector._partial_get,
+}
+
+
+def _post_text(body: Any) -> str | None:
+    try:
+        text = json.loads(body or b"null").get("text")
+    except (ValueError, AttributeError):
+        return None
+    return text if isinstance(text, str) else None
 
 
 def _error_response(code: str) -> tuple[Any, dict[str, Any]]:
@@ -702,6 +823,10 @@ def plan_step(seed: int, index: int, kinds: frozenset[Fault], at: float, interva
     )
     after = rng.uniform(0, 120)
     duplicate_after = after if chance(Fault.DUPLICATE_FETCH, 0.2) else None
+    # New kinds draw last, so that adding one leaves every older schedule as it was.
+    partial = rate(Fault.PARTIAL_BATCH, 0.25, 0.05, 0.2)
+    partial_any = rate(Fault.PARTIAL_BATCH_ANY, 0.25, 0.05, 0.2)
+    rates = replace(rates, partial_batch=partial, partial_batch_any=partial_any)
     return StepPlan(
         index=index,
         at=at,
@@ -737,12 +862,16 @@ class Verdict:
     stuck: int = 0
     #: posts of entries that were never uploaded after the baseline (a flood of old ones)
     unexpected: int = 0
+    #: second attempts to post a text that only X's duplicate check stopped, with no fault
+    #: after the first one to explain them (idempotency should have answered)
+    masked: int = 0
     details: list[str] = field(default_factory=list)
     stats: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
-        return not (self.duplicates or self.lost or self.out_of_order or self.stuck or self.unexpected)
+        problems = (self.duplicates, self.lost, self.out_of_order, self.stuck, self.unexpected, self.masked)
+        return not any(problems)
 
     def line(self) -> str:
         return (
@@ -753,8 +882,8 @@ class Verdict:
     def report(self) -> str:
         stats = ", ".join(f"{name}={value}" for name, value in sorted(self.stats.items()))
         lines = [f"  {stats}", *(f"  VIOLATION {d}" for d in self.details)]
-        if self.unexpected:
-            lines.append(f"  unexpected_posts={self.unexpected}")
+        if self.unexpected or self.masked:
+            lines.append(f"  unexpected_posts={self.unexpected} masked_duplicates={self.masked}")
         return "\n".join([*lines, self.line()])
 
 
@@ -1097,7 +1226,8 @@ class ChaosRun:
         at = self.clock.time()
         last: tuple[int, ...] | None = None
         quiet = stalled = 0
-        for settle in range(MAX_SETTLE_SCHEDULES):
+        for _ in range(MAX_SETTLE_SCHEDULES):
+            self.stats["settle schedules"] += 1
             at = max(at + self.config.interval_seconds, self.clock.time())
             self._run_until(at)
             self._scheduled_run()
@@ -1109,14 +1239,14 @@ class ChaosRun:
             quiet = 0 if moved or queued or backlog else quiet + 1
             stalled = 0 if moved or queued or not backlog else stalled + 1
             if quiet >= 3:
-                self.stats["settle schedules"] = settle + 1
-                return
+                break
+            if stalled >= 3 and self.stats["month jumps while settling"] >= MAX_MONTH_JUMPS:
+                break  # the backlog does not drain: judged as stuck
             if stalled >= 3:  # the spend limit holds the backlog: next month
                 month = dt.datetime.fromtimestamp(at, JST).replace(day=1, hour=0, minute=0, second=0)
                 at = (month + dt.timedelta(days=32)).replace(day=1).timestamp() + 60.0
                 self.stats["month jumps while settling"] += 1
                 stalled = 0
-        self.stats["settle schedules"] = MAX_SETTLE_SCHEDULES
 
     def _queued(self) -> int:
         return len(_moto_queue(self.stack.queue_url)._messages)
@@ -1166,7 +1296,13 @@ class ChaosRun:
         verdict.stats["dlq messages"] = len(dead)
         verdict.stats["uploads"] = len(self.uploads)
         verdict.stats["posts"] = len(self.fake_x.posts)
-        verdict.stats["x refused duplicates"] = sum(1 for r in self.fake_x.requests if r.status == 403)
+        refused = [r.text for r in self.fake_x.requests if r.status == 403]
+        verdict.stats["x refused duplicates"] = len(refused)
+        dropped = {r.text for r in self.fake_x.requests if r.status is None}
+        for text in refused:
+            if text not in self.injector.unheard and text not in dropped:
+                verdict.masked += 1
+                verdict.details.append(f"posted again, stopped only by X's duplicate check: {text!r:.60}")
         waiting = set(queued) | set(backlog)
         for upload in self.uploads:
             key = f"{upload.source}/{upload.entry_id}"
@@ -1219,10 +1355,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = replace(ChaosConfig(), schedules=args.schedules, seed=args.seed, handlers=args.handlers)
     config = replace(config, faults=parse_faults(args.faults, args.without))
-    off = sorted(ALL_FAULTS - config.faults)
+    off, extra = sorted(ALL_FAULTS - config.faults), sorted(config.faults - ALL_FAULTS)
+    kinds = "all" if not off else ",".join(sorted(config.faults & ALL_FAULTS)) or "none"
     print(
-        f"chaos: seed={config.seed} schedules={config.schedules} "
-        f"faults={'all' if not off else ','.join(sorted(config.faults)) or 'none'}"
+        f"chaos: seed={config.seed} schedules={config.schedules} faults={kinds}"
+        + "".join(f"+{kind}" for kind in extra)
         + (f" (off: {','.join(off)})" if off else ""),
         flush=True,
     )
