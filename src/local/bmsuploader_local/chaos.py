@@ -1294,6 +1294,7 @@ class ChaosRun:
             verdict.details.append(f"stuck in the backlog: {item}")
         dead = [_entry_of(m.body) for m in _moto_queue(self.stack.dlq_url)._messages]
         verdict.stats["dlq messages"] = len(dead)
+        verdict.stats["dlq copies beyond the first"] = len(dead) - len(set(dead))
         verdict.stats["uploads"] = len(self.uploads)
         verdict.stats["posts"] = len(self.fake_x.posts)
         refused = [r.text for r in self.fake_x.requests if r.status == 403]
