@@ -1095,7 +1095,11 @@ class ChaosRun:
                 self.sqs.send_message(
                     QueueUrl=self.stack.queue_url,
                     MessageBody=json.dumps(
-                        {"schema_version": 99, "source": plan.malformed, "entry_id": MALFORMED_MARKER}
+                        {
+                            "schema_version": 99,
+                            "source": plan.malformed,
+                            "entry_id": f"{MALFORMED_MARKER}-{plan.index}",
+                        }
                     ),
                     MessageGroupId=plan.malformed,
                     MessageDeduplicationId=f"{MALFORMED_MARKER}-{plan.index}",
