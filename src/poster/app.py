@@ -27,7 +27,8 @@ from bmsuploader.contract.message import EntryMessage
 from bmsuploader.contract.settings import PosterSettings
 from bmsuploader.post.batch import Poster
 from bmsuploader.post.cycle import Announcer, AnnounceResult
-from bmsuploader.post.publishing import publisher_for
+from bmsuploader.post.destinations import publisher_for
+from bmsuploader.post.networks.base import NetworkContext
 
 logger, metrics = make_logger(), make_metrics()
 settings = PosterSettings.from_env()
@@ -41,8 +42,13 @@ idempotency = announce_config()
 @cache
 def poster() -> Poster:
     store = StateStore.on(settings.table_name)
+    context = NetworkContext(sessions=store.sessions, base_urls=settings.network_base_urls)
     announcer = Announcer(
-        load_sources(settings.sources_file), lambda: publisher_for(settings), store, settings, clock.now
+        load_sources(settings.sources_file),
+        lambda destination: publisher_for(settings, destination, context),
+        store,
+        settings,
+        clock.now,
     )
     queue = QueueControl(settings.queue_url, settings.dlq_url)
     return Poster(announcer, queue, store, logger, metrics, clock.now, parameters.clear_caches)

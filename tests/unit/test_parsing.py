@@ -718,6 +718,7 @@ def test_entry_to_message_carries_every_field() -> None:
         "size": "1KB",
         "original_entry_id": None,
         "extra": None,
+        "destination": None,
     }
 
 

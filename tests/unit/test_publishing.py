@@ -10,6 +10,7 @@ import socket
 import time
 import traceback
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import boto3
 import pytest
@@ -26,6 +27,7 @@ from bmsuploader.contract.errors import (
     RateLimitedError,
     TransientPublishError,
 )
+from bmsuploader.post.networks.base import PostRequest
 from bmsuploader.post.publishing import (
     CREDENTIAL_NAMES,
     DryRunPublisher,
@@ -46,6 +48,10 @@ CREDENTIALS = XCredentials(
 SECRETS = (CREDENTIALS.consumer_secret, CREDENTIALS.access_token_secret)
 ALL_VALUES = (CREDENTIALS.consumer_key, CREDENTIALS.access_token, *SECRETS)
 NOW = 1_800_000_000.0
+
+
+def _post(text: str) -> PostRequest:
+    return PostRequest(text=text, link=None, key="0" * 64, created_at=datetime(2026, 1, 1, tzinfo=UTC))
 
 
 def assert_no_credentials(exc: BaseException) -> None:
@@ -72,7 +78,7 @@ def publisher(fake_x: FakeX) -> XPublisher:
 
 
 def test_a_post_returns_xs_id_and_is_signed_with_oauth1(publisher: XPublisher, fake_x: FakeX) -> None:
-    result = publisher.publish("【新着差分】星の欠片 [ANOTHER]")
+    result = publisher.publish(_post("【新着差分】星の欠片 [ANOTHER]"))
     assert result == PublishResult(tweet_id=fake_x.posts[0]["id"])
     assert result.tweet_id is not None and result.tweet_id.isdigit()
     assert fake_x.posts == [{"id": result.tweet_id, "text": "【新着差分】星の欠片 [ANOTHER]"}]
@@ -87,14 +93,14 @@ def test_a_post_returns_xs_id_and_is_signed_with_oauth1(publisher: XPublisher, f
 
 
 def test_ids_increase(publisher: XPublisher) -> None:
-    first, second = publisher.publish("one"), publisher.publish("two")
+    first, second = publisher.publish(_post("one")), publisher.publish(_post("two"))
     assert first.tweet_id is not None and second.tweet_id is not None
     assert int(second.tweet_id) > int(first.tweet_id)
 
 
 def test_identical_text_is_a_duplicate_not_an_error(publisher: XPublisher, fake_x: FakeX) -> None:
-    publisher.publish("same text")
-    again = publisher.publish("same text")
+    publisher.publish(_post("same text"))
+    again = publisher.publish(_post("same text"))
     assert again == PublishResult(tweet_id=None, duplicate=True)
     assert len(fake_x.posts) == 1
     assert [r.status for r in fake_x.requests] == [201, 403]
@@ -137,7 +143,7 @@ def test_scripted_errors_map_to_typed_errors(
 ) -> None:
     fake_x.script(scripted)
     with pytest.raises(error) as caught:
-        publisher.publish("text")
+        publisher.publish(_post("text"))
     assert type(caught.value) is error
     assert needle in str(caught.value)
     assert_no_credentials(caught.value)
@@ -154,7 +160,7 @@ def test_429_waits_until_the_reset(
 ) -> None:
     fake_x.script(FakeX.rate_limited(reset))
     with pytest.raises(RateLimitedError) as caught:
-        publisher.publish("text")
+        publisher.publish(_post("text"))
     assert caught.value.delay_seconds == delay
     assert "UsageCapExceeded" not in str(caught.value)
     assert_no_credentials(caught.value)
@@ -163,38 +169,38 @@ def test_429_waits_until_the_reset(
 def test_usage_cap_is_named(publisher: XPublisher, fake_x: FakeX) -> None:
     fake_x.script(FakeX.rate_limited(int(NOW) + 600, usage_cap=True))
     with pytest.raises(RateLimitedError, match="UsageCapExceeded") as caught:
-        publisher.publish("text")
+        publisher.publish(_post("text"))
     assert caught.value.delay_seconds == 600
 
 
 def test_text_over_280_weighted_is_rejected_for_good(publisher: XPublisher, fake_x: FakeX) -> None:
     with pytest.raises(PermanentPublishError, match="too long") as caught:
-        publisher.publish("あ" * 141)  # 282 weighted
+        publisher.publish(_post("あ" * 141))  # 282 weighted
     assert_no_credentials(caught.value)
     assert fake_x.posts == []
 
 
 def test_normal_entries_let_a_script_reach_a_later_request(publisher: XPublisher, fake_x: FakeX) -> None:
     fake_x.script(FakeX.normal(), FakeX.normal(), FakeX.server_error(503))
-    publisher.publish("one")
-    publisher.publish("one")  # normal() still applies X's rules: a duplicate
+    publisher.publish(_post("one"))
+    publisher.publish(_post("one"))  # normal() still applies X's rules: a duplicate
     with pytest.raises(TransientPublishError):
-        publisher.publish("two")
+        publisher.publish(_post("two"))
     assert [r.status for r in fake_x.requests] == [201, 403, 503]
     assert [p["text"] for p in fake_x.posts] == ["one"]
 
 
 def test_ids_go_on_after_preloaded_posts(publisher: XPublisher, fake_x: FakeX) -> None:
     fake_x.posts.append({"id": "2000000000000000000", "text": "from an earlier run"})
-    assert publisher.publish("new") == PublishResult(tweet_id="2000000000000000001")
-    assert publisher.publish("from an earlier run").duplicate
+    assert publisher.publish(_post("new")) == PublishResult(tweet_id="2000000000000000001")
+    assert publisher.publish(_post("from an earlier run")).duplicate
 
 
 def test_after_a_scripted_error_the_fake_behaves_normally_again(publisher: XPublisher, fake_x: FakeX) -> None:
     fake_x.script(FakeX.server_error())
     with pytest.raises(TransientPublishError):
-        publisher.publish("retry me")
-    assert publisher.publish("retry me").tweet_id is not None
+        publisher.publish(_post("retry me"))
+    assert publisher.publish(_post("retry me")).tweet_id is not None
     assert [r.status for r in fake_x.requests] == [503, 201]
 
 
@@ -209,7 +215,7 @@ def test_an_x_that_never_answers_times_out() -> None:
         slow = XPublisher(CREDENTIALS, base_url=f"http://{host}:{port}", timeout=(0.5, 0.5))
         started = time.monotonic()
         with pytest.raises(TransientPublishError, match="in time") as caught:
-            slow.publish("text")
+            slow.publish(_post("text"))
         assert time.monotonic() - started < 5
     assert_no_credentials(caught.value)
 
@@ -220,17 +226,19 @@ def test_a_refused_connection_is_transient() -> None:
         port = probe.getsockname()[1]  # closed again before the request: nothing listens
     gone = XPublisher(CREDENTIALS, base_url=f"http://127.0.0.1:{port}", timeout=(0.5, 0.5))
     with pytest.raises(TransientPublishError, match="could not reach X") as caught:
-        gone.publish("text")
+        gone.publish(_post("text"))
     assert_no_credentials(caught.value)
 
 
 def test_accepted_then_dropped_is_retried_as_a_duplicate(publisher: XPublisher, fake_x: FakeX) -> None:
     fake_x.script(FakeX.accept_then_drop())
     with pytest.raises(TransientPublishError) as caught:
-        publisher.publish("【新着差分】crash after accept")
+        publisher.publish(_post("【新着差分】crash after accept"))
     assert_no_credentials(caught.value)
     # The retry sends the same bytes; X's duplicate check closes the gap.
-    assert publisher.publish("【新着差分】crash after accept") == PublishResult(tweet_id=None, duplicate=True)
+    assert publisher.publish(_post("【新着差分】crash after accept")) == PublishResult(
+        tweet_id=None, duplicate=True
+    )
     assert len(fake_x.posts) == 1
     assert [r.status for r in fake_x.requests] == [None, 403]
 
@@ -256,11 +264,11 @@ def test_dry_run_makes_no_network_call(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    first = DryRunPublisher().publish("【新着差分】dry")
+    first = DryRunPublisher().publish(_post("【新着差分】dry"))
     assert first.tweet_id is not None and first.tweet_id.startswith("dry-run-")
     assert len(first.tweet_id) == len("dry-run-") + 16
-    assert DryRunPublisher().publish("【新着差分】dry") == first  # stable for the same text
-    assert DryRunPublisher().publish("other").tweet_id != first.tweet_id
+    assert DryRunPublisher().publish(_post("【新着差分】dry")) == first  # stable for the same text
+    assert DryRunPublisher().publish(_post("other")).tweet_id != first.tweet_id
 
 
 # --- credentials from SSM (moto server over HTTP) -------------------------------

@@ -29,8 +29,10 @@ from bmsuploader.aws import clients
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
-#: The entry's identity inside the message: the record key hashes these two fields.
-ANNOUNCE_KEY = "[source, entry_id]"
+#: The identity of (destination, entry) inside the message: the record key hashes
+#: [source, entry_id], plus the destination when the message names one (a message
+#: for the destination ``x`` does not, so its key is the single-X version's).
+ANNOUNCE_KEY = "destination && [source, entry_id, destination] || [source, entry_id]"
 #: Longer than SQS keeps any message (14 days), so a redelivery always finds the record.
 KEEP_SECONDS = 35 * 86400
 #: Lambda imports the handler file as module ``app``; the idempotent function's name.
@@ -43,9 +45,10 @@ def announce_config() -> IdempotencyConfig:
     return IdempotencyConfig(event_key_jmespath=ANNOUNCE_KEY, expires_after_seconds=KEEP_SECONDS)
 
 
-def record_key(poster_function_name: str, source: str, entry_id: str) -> str:
-    """The ``id`` under which Powertools keeps the record of (source, entry id)."""
-    selected = [source, entry_id]  # what ANNOUNCE_KEY selects from the message
+def record_key(poster_function_name: str, source: str, entry_id: str, destination: str | None = None) -> str:
+    """The ``id`` under which Powertools keeps the record of (source, entry id[, destination])."""
+    # what ANNOUNCE_KEY selects from the message
+    selected = [source, entry_id] if destination is None else [source, entry_id, destination]
     algorithm = announce_config().hash_function
     digest = hashlib.new(algorithm, json.dumps(selected, sort_keys=True).encode()).hexdigest()
     return f"{poster_function_name}.{HANDLER_MODULE}.{ANNOUNCE_FUNCTION}#{digest}"
@@ -73,10 +76,10 @@ class PostRecords:
         self.poster_function_name = poster_function_name
         self.client: DynamoDBClient = client or clients.dynamodb()
 
-    def get(self, source: str, entry_id: str) -> PostRecord | None:
+    def get(self, source: str, entry_id: str, destination: str | None = None) -> PostRecord | None:
         response = self.client.get_item(
             TableName=self.table_name,
-            Key={"id": {"S": record_key(self.poster_function_name, source, entry_id)}},
+            Key={"id": {"S": record_key(self.poster_function_name, source, entry_id, destination)}},
             ConsistentRead=True,
         )
         item = response.get("Item")

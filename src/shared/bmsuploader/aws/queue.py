@@ -46,7 +46,7 @@ REASON_ATTRIBUTE = "reason"
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One message to send: body, group (the source), dedup id, and where it came from."""
+    """One message to send: body, group (source, or source~destination), dedup id, and where it came from."""
 
     entry_id: str
     body: str
@@ -56,7 +56,7 @@ class Outgoing:
 
     @classmethod
     def of(cls, message: EntryMessage) -> Outgoing:
-        return cls(message.entry_id, message.to_json(), message.source, message.deduplication_id)
+        return cls(message.entry_id, message.to_json(), message.group_id, message.deduplication_id)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from bmsuploader.config.destinations import DEFAULT_DESTINATIONS, Destination
 from bmsuploader.config.jmespath import check_jmespath
 from bmsuploader.config.templates import (
     DEFAULT_TEMPLATE,
@@ -318,6 +319,8 @@ class SourcesConfig(BaseModel):
     model_config = _Strict
 
     sources: tuple[Source, ...] = Field(min_length=1)
+    #: Where entries are announced (``[[destination]]``); none configured = X alone.
+    destinations: tuple[Destination, ...] = Field(default=DEFAULT_DESTINATIONS, min_length=1)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Self:
@@ -327,6 +330,15 @@ class SourcesConfig(BaseModel):
                 raise ValueError(f"duplicate source name {src.name!r}")
             seen.add(src.name)
         return self
+
+    def destinations_of(self, source: str) -> tuple[Destination, ...]:
+        """The enabled destinations that announce ``source``, in the file's order."""
+        return tuple(d for d in self.destinations if d.carries(source))
+
+    def destination(self, name: str | None) -> Destination | None:
+        """The destination a message names (``None``: the ``x`` one), if still configured."""
+        wanted = name or "x"
+        return next((d for d in self.destinations if d.name == wanted), None)
 
     @property
     def enabled(self) -> tuple[Source, ...]:
@@ -368,9 +380,11 @@ def _apply_preset(raw: dict[str, Any], presets: dict[str, dict[str, Any]]) -> di
 def parse_sources(data: dict[str, Any], *, origin: str = "sources.toml") -> SourcesConfig:
     """Validate already-loaded TOML data. Errors name the source and the field."""
     raw_sources = data.get("source")
-    unknown_top = set(data) - {"source"}
+    unknown_top = set(data) - {"source", "destination"}
     if unknown_top:
-        raise ConfigError(f"{origin}: unknown top-level key(s) {sorted(unknown_top)}; expected [[source]]")
+        raise ConfigError(
+            f"{origin}: unknown top-level key(s) {sorted(unknown_top)}; expected [[source]], [[destination]]"
+        )
     if not isinstance(raw_sources, list) or not raw_sources:
         raise ConfigError(f"{origin}: no [[source]] tables found")
     presets = load_presets()
@@ -388,7 +402,43 @@ def parse_sources(data: dict[str, Any], *, origin: str = "sources.toml") -> Sour
             raise ConfigError(f"{origin}: {label}: name: duplicate source name {source.name!r}")
         names.add(source.name)
         sources.append(source)
-    return SourcesConfig(sources=tuple(sources))
+    destinations = _parse_destinations(data.get("destination"), names, origin)
+    return SourcesConfig(sources=tuple(sources), destinations=destinations or DEFAULT_DESTINATIONS)
+
+
+def _parse_destinations(raw_list: object, sources: set[str], origin: str) -> tuple[Destination, ...]:
+    if raw_list is None:
+        return ()
+    if not isinstance(raw_list, list):
+        raise ConfigError(f"{origin}: destination: must be [[destination]] tables")
+    found: list[Destination] = []
+    for index, raw in enumerate(raw_list):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{origin}: destination #{index + 1}: must be a [[destination]] table")
+        label = (
+            f"destination {raw.get('name')!r}"
+            if isinstance(raw.get("name"), str)
+            else f"destination #{index + 1}"
+        )
+        try:
+            destination = Destination.model_validate(raw)
+        except (ValueError, ConfigError) as exc:
+            raise ConfigError(
+                f"{origin}: {label}: {_describe(exc) if isinstance(exc, ValueError) else exc}"
+            ) from exc
+        if any(d.name == destination.name for d in found):
+            raise ConfigError(f"{origin}: {label}: name: duplicate destination name {destination.name!r}")
+        unknown = sorted(set(destination.sources or ()) - sources)
+        if unknown:
+            raise ConfigError(
+                f"{origin}: {label}: sources: no such source(s) {unknown}; known: {sorted(sources)}"
+            )
+        found.append(destination)
+    x_destinations = [d.name for d in found if d.kind == "x"]
+    if len(x_destinations) > 1:
+        # One spend limit (MonthlySpendLimitUSD) and one backlog belong to the one X account.
+        raise ConfigError(f"{origin}: destination: at most one X destination, found {x_destinations}")
+    return tuple(found)
 
 
 def _describe(exc: ValueError) -> str:

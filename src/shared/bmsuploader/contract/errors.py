@@ -85,6 +85,13 @@ class TransientPublishError(PublishError):
     outcome = Outcome.RETRY
 
 
+class UnknownOutcomeError(TransientPublishError):
+    """The request may have reached the network and been accepted (a timeout after
+    sending, a connection dropped before the answer). Retried like any transient
+    failure, but the poster remembers that the post may exist: the next attempt asks
+    the network first where it can (see :mod:`bmsuploader.post.cycle`)."""
+
+
 class RateLimitedError(PublishError):
     """429: wait until ``x-rate-limit-reset``. Never sleep inside Lambda."""
 
@@ -112,6 +119,16 @@ class BudgetExceededError(PublishError):
 
     disposition = Disposition.SET_ASIDE
     outcome = Outcome.BUDGET_BLOCKED
+
+
+class MaybePostedError(PublishError):
+    """An earlier attempt may have posted this entry, and the network offers no way to
+    check (a Discord webhook cannot list its messages). Posting again could post twice;
+    so the message goes to the dead-letter queue with this reason, where the operator
+    looks at the channel and redrives it only if the post is missing."""
+
+    disposition = Disposition.DEAD_LETTER
+    outcome = Outcome.POISONED
 
 
 class PermanentPublishError(PublishError):

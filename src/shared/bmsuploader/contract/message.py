@@ -24,6 +24,15 @@ byte-for-byte what an earlier v1 fetcher sent, and any v1 poster reads it:
   Only entries of those new kinds carry it, so no message in flight at the
   deploy has it; an older v1 poster would refuse one (``extra="forbid"``), and
   both functions ship in one deploy.
+* ``destination`` -- the destination (network account) the message is for, by
+  name (:mod:`bmsuploader.config.destinations`). Unset means the destination
+  named ``x``: a message for X is byte-for-byte a single-X message, with the same
+  group, deduplication id and idempotency key, so an upgrade neither reorders nor
+  re-posts what is in flight. A message with it set needs a poster of this version
+  (both functions ship in one deploy).
+
+Keys: the FIFO group is the source, or ``<source>~<destination>``; the
+deduplication id and the idempotency key include the destination when it is set.
 """
 
 from __future__ import annotations
@@ -81,15 +90,41 @@ class EntryMessage(BaseModel):
         ]
         | None
     ) = Field(default=None, max_length=MAX_EXTRA_FIELDS)
+    #: The destination by name; unset = the one named ``x`` (see the module docstring).
+    destination: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+    @property
+    def destination_name(self) -> str:
+        return self.destination or "x"
+
+    @property
+    def group_id(self) -> str:
+        """The FIFO MessageGroupId: order is kept per (destination, source)."""
+        return group_id(self.source, self.destination)
 
     @property
     def deduplication_id(self) -> str:
-        return deduplication_id(self.source, self.entry_id)
+        return deduplication_id(self.source, self.entry_id, self.destination)
+
+    def for_destination(self, destination: str | None) -> EntryMessage:
+        """The same entry, addressed to another destination."""
+        return self.model_copy(update={"destination": destination})
 
     def to_json(self) -> str:
         # Unset additions are left out, so older v1 posters read the message.
-        unset = {name for name in ("original_entry_id", "extra") if getattr(self, name) is None}
+        unset = {
+            name for name in ("original_entry_id", "extra", "destination") if getattr(self, name) is None
+        }
         return self.model_dump_json(exclude=unset or None)
+
+
+#: Between source and destination in a group id: in SQS's group-id character set,
+#: and in neither a source name nor a destination name, so the split is unambiguous.
+GROUP_SEPARATOR = "~"
+
+
+def group_id(source: str, destination: str | None) -> str:
+    return source if destination is None else f"{source}{GROUP_SEPARATOR}{destination}"
 
 
 def stable_entry_id(raw: str) -> str:
@@ -107,13 +142,14 @@ def stable_entry_id(raw: str) -> str:
     return f"{raw[:_SHORT_ID_PREFIX]}…sha256:{hashlib.sha256(encoded).hexdigest()}"
 
 
-def deduplication_id(source: str, entry_id: str) -> str:
-    """SQS MessageDeduplicationId for (source, entry id).
+def deduplication_id(source: str, entry_id: str, destination: str | None = None) -> str:
+    """SQS MessageDeduplicationId for (source, entry id[, destination]).
 
     A SHA-256 hex digest: always 64 characters (the limit is 128) and only
     characters SQS accepts, whatever the entry id contains.
     """
-    digest = hashlib.sha256(f"{source}\x00{entry_id}".encode()).hexdigest()
+    tail = "" if destination is None else f"\x00{destination}"
+    digest = hashlib.sha256(f"{source}\x00{entry_id}{tail}".encode()).hexdigest()
     assert len(digest) <= MAX_SQS_ID_LENGTH
     return digest
 

@@ -17,9 +17,9 @@ import os
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError, field_validator
 
 from bmsuploader.contract.errors import ConfigError
 
@@ -115,6 +115,9 @@ class PosterSettings(SourcesSettings, Spending):
     x_parameter_path: str = Field(pattern=r"^/[^\s]*[^/\s]$")
     #: empty = the real X API; local runs and tests point it at a fake X
     x_api_base_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+")
+    #: empty = the real networks; local runs and tests point each kind at a fake server,
+    #: as JSON: {"bluesky": "http://127.0.0.1:8131", "discord": "http://127.0.0.1:8134"}
+    network_base_urls: Json[dict[str, Annotated[str, Field(pattern=r"^https?://[^/\s]+")]]] | None = None
     dry_run: bool = False
 
     @field_validator("dry_run", mode="before")

@@ -44,13 +44,21 @@ from pydantic import BaseModel, ConfigDict
 
 from bmsuploader.aws.queue import clamp_visibility
 from bmsuploader.aws.state import StateStore, budget_month
+from bmsuploader.config.destinations import DEFAULT_DESTINATIONS, Destination
 from bmsuploader.config.sources import SourcesConfig
 from bmsuploader.config.templates import DEFAULT_TEMPLATE
-from bmsuploader.contract.errors import BmsUploaderError, BudgetExceededError, Disposition, PublishError
+from bmsuploader.contract.errors import (
+    BmsUploaderError,
+    BudgetExceededError,
+    Disposition,
+    PoisonMessageError,
+    PublishError,
+)
 from bmsuploader.contract.message import EntryMessage
 from bmsuploader.contract.outcomes import Outcome
 from bmsuploader.contract.settings import MICRO, Spending
-from bmsuploader.post.publishing import Publisher
+from bmsuploader.post.destinations import rules_for
+from bmsuploader.post.networks.base import PostRequest, Publisher, PublishResult, post_key
 from bmsuploader.post.rendering import RenderedPost, render_post
 
 BACKOFF_BASE_SECONDS = 60
@@ -105,18 +113,38 @@ class AnnounceResult(BaseModel):
     posted_at: str
 
 
+def destination_of(sources: SourcesConfig | None, message: EntryMessage) -> Destination:
+    """The configured destination a message is for. A message for a destination that has
+    been removed from the sources file is poison: without its secrets it cannot be posted
+    (it goes to the dead-letter queue, whence it can be redriven once the destination is back)."""
+    destination = sources.destination(message.destination) if sources else None
+    if destination is not None:
+        return destination
+    if message.destination is None:
+        return DEFAULT_DESTINATIONS[0]  # X, as before destinations existed
+    raise PoisonMessageError(
+        f"destination {message.destination!r} is not in the sources file any more; "
+        "add it back and redrive the message, or leave it in the dead-letter queue"
+    )
+
+
 def render_for(sources: SourcesConfig | None, message: EntryMessage) -> RenderedPost:
-    """The post a message becomes with the current sources file (the poster's rule, also
-    ``bmsuploader redrive --preview``)."""
+    """The post a message becomes with the current sources file, by its destination's rules
+    (the poster's rule, also ``bmsuploader redrive --preview``)."""
+    destination = destination_of(sources, message)
     try:
         source = sources.get(message.source) if sources else None
     except KeyError:
         source = None
-    if source is None:
-        # Removed from sources.toml while its entries were queued: post
-        # them with the default template rather than lose them.
-        return render_post(message, template=DEFAULT_TEMPLATE, include_link=True)
-    return render_post(message, template=source.template, include_link=source.include_link)
+    # A source removed from sources.toml while its entries were queued: post
+    # them with the default template rather than lose them.
+    template = destination.template or (source.template if source else DEFAULT_TEMPLATE)
+    include_link = destination.include_link
+    if include_link is None:
+        include_link = source.include_link if source else True
+    return render_post(
+        message, template=template, include_link=include_link, rules=rules_for(destination.kind)
+    )
 
 
 @dataclass
@@ -124,7 +152,7 @@ class Announcer:
     """Render, reserve the spend, publish. Runs inside the idempotent function."""
 
     sources: SourcesConfig | None
-    publisher: Callable[[], Publisher]
+    publisher: Callable[[Destination], Publisher]
     store: StateStore
     spending: Spending
     clock: Callable[[], datetime]
@@ -132,9 +160,30 @@ class Announcer:
     def render(self, message: EntryMessage) -> RenderedPost:
         return render_for(self.sources, message)
 
-    def announce(self, message: EntryMessage, *, invocation_id: str, from_backlog: bool) -> AnnounceResult:
+    def announce(
+        self, message: EntryMessage, *, invocation_id: str, from_backlog: bool, maybe_posted: bool = False
+    ) -> AnnounceResult:
+        destination = destination_of(self.sources, message)
         post = self.render(message)
         now = self.clock()
+        request = PostRequest(
+            text=post.text,
+            link=post.link,
+            key=post_key(destination.name, message.source, message.entry_id),
+            created_at=message.fetched_at,
+            maybe_posted=maybe_posted,
+        )
+        if destination.kind != "x":
+            # Free networks: no spend to reserve, so no budget call (their posts are counted
+            # in the metrics by destination).
+            return self._result(
+                self.publisher(destination).publish(request),
+                post,
+                cost=0,
+                month_spend=0,
+                invocation_id=invocation_id,
+                now=now,
+            )
         month = budget_month(now)
         cost = self.spending.cost_micro(has_url=post.has_url)
         reservation = self.store.budget.reserve(
@@ -152,10 +201,31 @@ class Announcer:
                 "older entries wait in the backlog; this one waits behind them to keep upload order"
             )
         try:
-            result = self.publisher().publish(post.text)
+            result = self.publisher(destination).publish(request)
         except BaseException:
             self.store.budget.release(month, cost_micro=cost)
             raise
+        # A duplicate is almost always our own earlier attempt that X accepted
+        # before we heard back: it was charged then.
+        return self._result(
+            result,
+            post,
+            cost=cost,
+            month_spend=reservation.spend_micro,
+            invocation_id=invocation_id,
+            now=now,
+        )
+
+    @staticmethod
+    def _result(
+        result: PublishResult,
+        post: RenderedPost,
+        *,
+        cost: int,
+        month_spend: int,
+        invocation_id: str,
+        now: datetime,
+    ) -> AnnounceResult:
         if result.dry_run:
             outcome = Outcome.DRY_RUN
         else:
@@ -166,10 +236,8 @@ class Announcer:
             text=post.text,
             weighted_length=post.weighted_length,
             has_url=post.has_url,
-            # A duplicate is almost always our own earlier attempt that X
-            # accepted before we heard back: it was charged then.
             cost_micro=cost,
-            month_spend_micro=reservation.spend_micro,
+            month_spend_micro=month_spend,
             invocation_id=invocation_id,
             posted_at=now.astimezone(UTC).isoformat(),
         )

@@ -32,13 +32,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Protocol, cast, override
+from typing import Any, override
 
 import requests
 import tweepy
-from aws_lambda_powertools.utilities import parameters
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
-from botocore.exceptions import BotoCoreError, ClientError
 from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest, Response
 
@@ -50,6 +47,10 @@ from bmsuploader.contract.errors import (
     TransientPublishError,
 )
 from bmsuploader.contract.settings import PosterSettings
+from bmsuploader.post.networks.base import PostRequest, Publisher, PublishResult
+from bmsuploader.post.secrets import load_secrets
+
+__all__ = ["DryRunPublisher", "PostRequest", "PublishResult", "Publisher", "XPublisher", "publisher_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,21 +89,6 @@ class XCredentials:
     __str__ = __repr__
 
 
-@dataclass(frozen=True)
-class PublishResult:
-    #: X's id of the new post; ``None`` when X refused it as a duplicate.
-    tweet_id: str | None
-    #: X already has this exact text: almost always our own earlier attempt that
-    #: X accepted just before we crashed. Treated as done, never re-posted.
-    duplicate: bool = False
-    #: nothing was sent: DRY_RUN is on
-    dry_run: bool = False
-
-
-class Publisher(Protocol):
-    def publish(self, text: str) -> PublishResult: ...
-
-
 # --- credentials --------------------------------------------------------------
 
 
@@ -112,43 +98,14 @@ def load_credentials(parameter_path: str, *, max_age: int = 300) -> XCredentials
     A missing parameter raises :class:`AuthError` naming the parameter and the
     command that creates it; values never appear in any message.
     """
-    path = parameter_path.rstrip("/")
-    if not path.startswith("/"):
-        raise ConfigError(f"X parameter path {parameter_path!r} must start with '/', e.g. /bmsuploader/x")
-    names = {name: f"{path}/{name}" for name in CREDENTIAL_NAMES}
-    try:
-        # get_parameters_by_name returns a dict keyed by name: no reliance on the
-        # order GetParameters happens to answer in.
-        found = cast(
-            "dict[str, Any]",
-            parameters.get_parameters_by_name(
-                {full: {} for full in names.values()},
-                decrypt=True,
-                max_age=max_age,
-                raise_on_error=False,
-            ),
-        )
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in ("AccessDeniedException", "AccessDenied", "UnrecognizedClientException"):
-            raise AuthError(
-                f"cannot read X credentials under {path}: {code}; give the function "
-                f"ssm:GetParameters on {path}/* and kms:Decrypt for the parameters' key"
-            ) from exc
-        raise TransientPublishError(f"reading X credentials under {path} failed: {code or exc}") from exc
-    except (BotoCoreError, GetParameterError) as exc:
-        raise TransientPublishError(f"reading X credentials under {path} failed: {exc}") from exc
-
-    missing = [full for full in names.values() if not isinstance(found.get(full), str)]
-    missing += [full for full in names.values() if full not in missing and not found[full].strip()]
-    if missing:
-        raise AuthError(
-            f"X credentials missing or empty in SSM Parameter Store: {', '.join(missing)}. "
-            f"Create each as a SecureString: aws ssm put-parameter --name {missing[0]} "
-            "--type SecureString --value '<value from the X developer portal>' --overwrite"
-        )
-    # Stripped: a value pasted with a trailing newline would otherwise break the signature.
-    return XCredentials(**{name: found[full].strip() for name, full in names.items()})
+    found = load_secrets(
+        parameter_path,
+        CREDENTIAL_NAMES,
+        network="X",
+        hint="value from the X developer portal",
+        max_age=max_age,
+    )
+    return XCredentials(**found)
 
 
 # --- transport ----------------------------------------------------------------
@@ -245,10 +202,14 @@ class XPublisher:
             self._client.session.mount(host, transport)
         self._clock = clock
 
-    def publish(self, text: str) -> PublishResult:
-        """Post ``text``. The one place X's answers become results and typed errors."""
+    def publish(self, post: PostRequest) -> PublishResult:
+        """Post ``post.text``. The one place X's answers become results and typed errors.
+
+        X needs no check after an unknown outcome: posting the same text again is
+        refused as duplicate content (and read as done), so ``maybe_posted`` is ignored.
+        """
         try:
-            response = self._client.create_tweet(text=text, user_auth=True)
+            response = self._client.create_tweet(text=post.text, user_auth=True)
         except tweepy.TooManyRequests as exc:
             raise self._rate_limited(exc) from exc
         except tweepy.Unauthorized as exc:
@@ -322,21 +283,29 @@ class XPublisher:
 class DryRunPublisher:
     """Publishes nothing: logs the text and returns a stable fake id. No network."""
 
-    def publish(self, text: str) -> PublishResult:
-        tweet_id = f"dry-run-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
-        logger.info("dry run: not posting to X", extra={"tweet_id": tweet_id, "text": text})
+    def __init__(self, destination: str = "x") -> None:
+        self.destination = destination
+
+    def publish(self, post: PostRequest) -> PublishResult:
+        tweet_id = f"dry-run-{hashlib.sha256(post.text.encode()).hexdigest()[:16]}"
+        logger.info(
+            f"dry run: not posting to {self.destination}",
+            extra={"tweet_id": tweet_id, "text": post.text, "destination": self.destination},
+        )
         return PublishResult(tweet_id=tweet_id, dry_run=True)
 
 
-def publisher_for(settings: PosterSettings) -> Publisher:
+def publisher_for(settings: PosterSettings, parameter_path: str | None = None) -> Publisher:
     """The publisher for this attempt: the dry-run one, or X with the current credentials.
 
     Credentials are read through Powertools' cache (300 s), so a rotated token
     is picked up without a cold start; each set of credentials builds one client.
+    ``parameter_path`` defaults to ``X_PARAMETER_PATH``.
     """
     if settings.dry_run:
         return DryRunPublisher()
-    return _x_publisher(load_credentials(settings.x_parameter_path), settings.x_api_base_url)
+    path = parameter_path or settings.x_parameter_path
+    return _x_publisher(load_credentials(path), settings.x_api_base_url)
 
 
 @cache

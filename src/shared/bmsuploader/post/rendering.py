@@ -30,13 +30,17 @@ What rendering guarantees:
   ends of a kept segment are trimmed. So
   ``"【新着差分】{title} / {comment} / {url}"`` with no comment renders
   ``"【新着差分】T / https://..."``, and with the link policy off ``"【新着差分】T / C"``.
-* **The post fits**: weighted length (twitter-text rules, as X counts it) at most
-  :data:`MAX_WEIGHTED_LENGTH`. If it is longer, the scraped fields the template
-  uses (any of title, comment, filename, size, uploaded_at, entry_id, source;
-  never the URL) are cut to a common length with ``"…"``: the longest field is
-  shortened first, down to the next one, then both, and so on. If even one
+* **The post fits** its network: measured by the network's rule
+  (:class:`~bmsuploader.post.rules.PostRules`; for X the weighted length, as
+  twitter-text counts it, at most :data:`MAX_WEIGHTED_LENGTH`). If it is
+  longer, the scraped fields the template uses (any of title, comment,
+  filename, size, uploaded_at, entry_id, source; never the URL) are cut to a
+  common length with ``"…"``: the longest field is shortened first, down to
+  the next one, then both, and so on. If even one
   character each does not fit, the message is poison
-  (:class:`~bmsuploader.contract.errors.PoisonMessageError`).
+  (:class:`~bmsuploader.contract.errors.PoisonMessageError`). A network with
+  markup of its own (Discord markdown, Misskey MFM) escapes it in each scraped
+  field (:attr:`PostRules.escape`), after the cut, so the escape is measured too.
 * **Bounded work.** A field longer than :data:`MAX_FIELD_CHARS` is cut before
   anything measures it (no more could fit), and the cut point is found by binary
   search: O(log n) measurements of a bounded text, whatever a page holds.
@@ -54,6 +58,7 @@ from urllib.parse import quote, urlsplit
 from bmsuploader.config.templates import Piece, Template, parse_template
 from bmsuploader.contract.errors import PoisonMessageError
 from bmsuploader.contract.message import EntryMessage
+from bmsuploader.post.rules import X_RULES, PostRules
 from bmsuploader.post.tweet_text import (
     MAX_WEIGHTED_LENGTH,
     Entity,
@@ -101,10 +106,15 @@ _IDEOGRAPHIC_SPACE = "\u3000"
 @dataclass(frozen=True)
 class RenderedPost:
     text: str
+    #: The post's length by its network's rule (:class:`~bmsuploader.post.rules.PostRules`;
+    #: for X, twitter-text's weighted length). The name is X's, kept for stored results.
     weighted_length: int
     #: Whether the post carries a link: the entry URL, or anything X would link.
     #: X prices such posts higher.
     has_url: bool
+    #: ``[start, end)`` of the entry URL in :attr:`text` (character offsets), when posted:
+    #: a network that links only what it is told to (Bluesky facets) links exactly this.
+    link: tuple[int, int] | None = None
 
 
 # --- cleaning -----------------------------------------------------------------
@@ -362,13 +372,13 @@ def _defuse(spans: list[_Span], entity: Entity) -> list[_Span]:
     )
 
 
-def _guard(spans: list[_Span]) -> str:
-    """The post text, with everything X would link from scraped text broken up."""
+def _guard(spans: list[_Span]) -> list[_Span]:
+    """The post, with everything X would link from scraped text broken up."""
     for _ in range(_GUARD_ROUNDS):
         text = "".join(span.text for span in spans)
         foreign = [entity for entity in extract_entities(text) if not _is_own(spans, entity)]
         if not foreign:
-            return text
+            return spans
         for entity in foreign:  # a repair keeps every length, so the offsets stay valid
             spans = _defuse(spans, entity)
     raise PoisonMessageError("scraped text keeps forming links or tags on X")
@@ -406,28 +416,32 @@ def _shorten(value: str, cap: int) -> str:
     return neutralise(head + ELLIPSIS)
 
 
-def _fit(compose: Callable[[int | None], str], longest: int) -> str:
-    """The text for the largest cap that fits, found by binary search.
+def _fit(compose: Callable[[int | None], list[_Span]], longest: int, rules: PostRules) -> list[_Span]:
+    """The post for the largest cap that fits, found by binary search.
 
     ``compose(cap)`` renders with every free-text field cut to ``cap``
     characters; ``compose(None)`` renders them whole.
     """
-    text = compose(None)
-    if weighted_length(text) <= MAX_WEIGHTED_LENGTH:
-        return text
-    if longest == 0 or weighted_length(compose(1)) > MAX_WEIGHTED_LENGTH:
+
+    def measure(spans: list[_Span]) -> int:
+        return rules.measure("".join(span.text for span in spans))
+
+    spans = compose(None)
+    if measure(spans) <= rules.limit:
+        return spans
+    if longest == 0 or measure(compose(1)) > rules.limit:
         raise PoisonMessageError(
-            f"post cannot fit in {MAX_WEIGHTED_LENGTH} weighted characters even with "
+            f"post cannot fit in {rules.limit} {rules.unit} ({rules.network}) even with "
             f"every scraped field cut to one character: "
-            f"{weighted_length(compose(1))} with the template's fixed text and URL"
+            f"{measure(compose(1))} with the template's fixed text and URL"
         )
-    # Invariant: cap ``low`` fits. The weight is not strictly monotonic in the cap
-    # ("…" weighs 2, a dropped Latin letter 1), so this finds a fitting cap close to
-    # the largest; it never returns one that does not fit.
+    # Invariant: cap ``low`` fits. The length is not strictly monotonic in the cap
+    # (on X "…" weighs 2, a dropped Latin letter 1), so this finds a fitting cap close
+    # to the largest; it never returns one that does not fit.
     low, high = 1, longest
     while low < high:
         mid = (low + high + 1) // 2
-        if weighted_length(compose(mid)) <= MAX_WEIGHTED_LENGTH:
+        if measure(compose(mid)) <= rules.limit:
             low = mid
         else:
             high = mid - 1
@@ -446,8 +460,12 @@ def _scraped(value: str | None) -> str:
     return _shorten(cleaned, MAX_FIELD_CHARS) if len(cleaned) > MAX_FIELD_CHARS else neutralise(cleaned)
 
 
-def render_post(message: EntryMessage, *, template: str, include_link: bool) -> RenderedPost:
-    """Render one post. Raises :class:`PoisonMessageError` if it cannot be posted."""
+def render_post(
+    message: EntryMessage, *, template: str, include_link: bool, rules: PostRules = X_RULES
+) -> RenderedPost:
+    """Render one post for the network ``rules`` describe (X by default).
+
+    Raises :class:`PoisonMessageError` if it cannot be posted."""
     parsed = parse_template(template, extra=None)
     fields = parsed.fields
     url = _entry_url(message.url) if include_link and "url" in fields else ""
@@ -463,15 +481,29 @@ def render_post(message: EntryMessage, *, template: str, include_link: bool) -> 
     )
     longest = max(map(len, free.values()), default=0)
 
-    def compose(cap: int | None) -> str:
+    def compose(cap: int | None) -> list[_Span]:
         cut = free if cap is None else {name: _shorten(value, cap) for name, value in free.items()}
-        return _guard(_render(parsed, {**cut, "url": url}))
+        escaped = {name: rules.escape(value) for name, value in cut.items()}
+        return _guard(_render(parsed, {**escaped, "url": url}))
 
-    text = _fit(compose, longest)
+    spans = _fit(compose, longest, rules)
+    text = "".join(span.text for span in spans)
     if not text:
         raise PoisonMessageError(f"template {template!r} rendered an empty post")
     # The entry link counts even where X would not link it (an IP or
     # localhost host in local runs): has_url feeds the spend estimate, which must
     # not come out low. Anything else X would link counts too.
     has_url = bool(url) or bool(extract_urls(text))
-    return RenderedPost(text=text, weighted_length=weighted_length(text), has_url=has_url)
+    return RenderedPost(
+        text=text, weighted_length=rules.measure(text), has_url=has_url, link=_link_span(spans)
+    )
+
+
+def _link_span(spans: list[_Span]) -> tuple[int, int] | None:
+    """Where the entry URL sits in the post (the first time, if the template repeats it)."""
+    offset = 0
+    for span in spans:
+        if span.origin == "url" and span.text:
+            return offset, offset + len(span.text)
+        offset += len(span.text)
+    return None

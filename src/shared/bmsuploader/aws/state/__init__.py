@@ -8,6 +8,7 @@ a source's state       SOURCE#<n> / STATE  :mod:`~bmsuploader.aws.state.sources`
 a seen entry           SOURCE#<n> / ENTRY  :mod:`~bmsuploader.aws.state.seen`
 posts and spend        POSTER / CONTROL    :mod:`~bmsuploader.aws.state.budget`
 an entry set aside     BACKLOG#<n> / order :mod:`~bmsuploader.aws.state.backlog`
+a network's session    SESSION#<d> / ...   :mod:`~bmsuploader.aws.state.sessions`
 =====================  ==================  ===========================================
 
 :class:`StateStore` bundles the parts over one table and one client, built
@@ -27,6 +28,7 @@ from bmsuploader.aws.state.backlog import Backlog, BacklogItem
 from bmsuploader.aws.state.budget import PostBudget, PosterControl, Reservation, budget_month
 from bmsuploader.aws.state.lease import Lease, LeaseHeld, LeaseRecord, Leases
 from bmsuploader.aws.state.seen import SeenEntries, SeenEntry
+from bmsuploader.aws.state.sessions import Sessions
 from bmsuploader.aws.state.sources import SourceState, SourceStates, Validators
 from bmsuploader.aws.state.table import BATCH_WRITE_LIMIT, StateStoreError
 
@@ -45,6 +47,7 @@ __all__ = [
     "Reservation",
     "SeenEntries",
     "SeenEntry",
+    "Sessions",
     "SourceState",
     "SourceStates",
     "StateStore",
@@ -61,6 +64,7 @@ class StateStore:
     seen: SeenEntries
     budget: PostBudget
     backlog: Backlog
+    sessions: Sessions
 
     @classmethod
     def on(
@@ -78,6 +82,7 @@ class StateStore:
             seen=SeenEntries(table_name, shared, sleep=sleep),
             budget=PostBudget(table_name, shared, sleep=sleep),
             backlog=Backlog(table_name, shared, sleep=sleep),
+            sessions=Sessions(table_name, shared, sleep=sleep),
         )
 
     def finish_run(self, states: Mapping[str, SourceState]) -> None:
