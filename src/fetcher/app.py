@@ -34,8 +34,10 @@ LEASE_MARGIN_SECONDS = 30
 def _cycle() -> FetchCycle:
     """Collaborators, built once per container (clients are reused warm)."""
     settings = FetcherSettings.from_env()
+    config = load_sources(settings.sources_file)
     return FetchCycle(
-        sources=load_sources(settings.sources_file).sources,
+        sources=config.sources,
+        destinations=config.destinations,
         store=StateStore.on(settings.table_name),
         queue=EntryQueue(settings.queue_url),
         pages=PageFetcher(),

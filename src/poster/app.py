@@ -17,14 +17,14 @@ from aws_lambda_powertools.utilities.idempotency import idempotent_function as i
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bmsuploader.aws.idempotency import announce_config
+from bmsuploader.aws.idempotency import Attempts, announce_config
 from bmsuploader.aws.observability import make_logger, make_metrics
 from bmsuploader.aws.queue import QueueControl
 from bmsuploader.aws.state import StateStore
 from bmsuploader.config.sources import load_sources
 from bmsuploader.contract import clock
 from bmsuploader.contract.message import EntryMessage
-from bmsuploader.contract.settings import PosterSettings
+from bmsuploader.contract.settings import LambdaEnvironment, PosterSettings
 from bmsuploader.post.batch import Poster
 from bmsuploader.post.cycle import Announcer, AnnounceResult
 from bmsuploader.post.destinations import publisher_for
@@ -32,10 +32,12 @@ from bmsuploader.post.networks.base import NetworkContext
 
 logger, metrics = make_logger(), make_metrics()
 settings = PosterSettings.from_env()
-processor = SqsFifoPartialProcessor()  # we log every outcome ourselves (post/batch.py)
+# A group is one (destination, source): a failure holds back its own group only (post/batch.py).
+# We log every outcome ourselves.
+processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 # We park failed records ourselves; a batch where every record is parked is no invocation error.
 processor.raise_on_entire_batch_failure = False
-# Keyed on (source, entry id); the record outlives any redelivery (SQS keeps 14 days).
+# Keyed on (source, entry id[, destination]); the record outlives any redelivery (SQS keeps 14 days).
 idempotency = announce_config()
 
 
@@ -51,7 +53,8 @@ def poster() -> Poster:
         clock.now,
     )
     queue = QueueControl(settings.queue_url, settings.dlq_url)
-    return Poster(announcer, queue, store, logger, metrics, clock.now, parameters.clear_caches)
+    attempts = Attempts(settings.idempotency_table, LambdaEnvironment.from_env().aws_lambda_function_name)
+    return Poster(announcer, queue, store, logger, metrics, clock.now, parameters.clear_caches, attempts)
 
 
 # The module and function names are part of every record's key (bmsuploader.aws.idempotency).
@@ -61,8 +64,12 @@ def poster() -> Poster:
     config=idempotency,
     output_serializer=PydanticSerializer(AnnounceResult),
 )
-def announce_once(*, message: EntryMessage, invocation_id: str, from_backlog: bool) -> AnnounceResult:
-    return poster().announcer.announce(message, invocation_id=invocation_id, from_backlog=from_backlog)
+def announce_once(
+    *, message: EntryMessage, invocation_id: str, from_backlog: bool, maybe_posted: bool
+) -> AnnounceResult:
+    return poster().announcer.announce(
+        message, invocation_id=invocation_id, from_backlog=from_backlog, maybe_posted=maybe_posted
+    )
 
 
 @logger.inject_lambda_context(clear_state=True)

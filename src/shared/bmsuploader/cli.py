@@ -7,7 +7,7 @@
     bmsuploader run-local [--new-upload] [--dry-run]
     bmsuploader serve-local [--aws-port 5000] [--site-port 8080] [--x-port 8081]
     bmsuploader status  [STACK] [--json]
-    bmsuploader explain [STACK] SOURCE ENTRY_ID [--json]
+    bmsuploader explain [STACK] SOURCE ENTRY_ID [--destination NAME] [--json]
     bmsuploader redrive [STACK] [--message-id ID ...] [--preview] [--yes] [--json]
 
     STACK: [--stack NAME] [--region R] [--profile P] [--config-env ENV]  (default: samconfig.toml)
@@ -231,7 +231,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     with _stack(args) as (deployment, session, sources):
         now = datetime.now(UTC)
         found = explain.explain(
-            deployment, sources, session, source=args.source, entry_id=args.entry_id, now=now
+            deployment,
+            sources,
+            session,
+            source=args.source,
+            entry_id=args.entry_id,
+            now=now,
+            destination=args.destination,
         )
     if args.json:
         _print_json(explain.to_json(found))
@@ -304,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain = commands.add_parser("explain", help="what happened to one upload, and where it waits")
     explain.add_argument("source", metavar="SOURCE")
     explain.add_argument("entry_id", metavar="ENTRY_ID")
+    explain.add_argument(
+        "--destination", default="x", metavar="NAME", help="the destination to ask about (default: x)"
+    )
     _add_stack_args(explain)
     explain.set_defaults(func=cmd_explain)
     redrive = commands.add_parser(

@@ -1,4 +1,5 @@
-"""The poster's idempotency records: one per entry, kept by Powertools, read by the operator commands.
+"""The poster's idempotency records: one per (entry, destination), kept by Powertools, read by the
+operator commands; and the poster's own "this may have been posted" marks beside them.
 
 The poster wraps each announcement in Powertools' ``idempotent_function`` with
 :func:`announce_config`. Powertools stores the record of an entry under a key
@@ -93,4 +94,63 @@ class PostRecords:
             expires_at=int(item.get("expiration", {}).get("N", "0")),
             in_progress_until_ms=int(in_progress) if in_progress else None,
             data=data if isinstance(data, dict) else None,
+        )
+
+
+#: Suffix of the key of an "outcome unknown" mark, beside the record it belongs to.
+UNKNOWN_SUFFIX = "#unknown"
+
+
+class Attempts:
+    """Whether an earlier attempt at (entry, destination) may have been accepted by the network.
+
+    Two ways an attempt can end without us knowing: the invocation died while the
+    request was out (Powertools' record stays INPROGRESS, and its in-progress expiry
+    passes), or the network did not answer after we sent (the publisher raises
+    :class:`~bmsuploader.contract.errors.UnknownOutcomeError`; Powertools deletes its
+    record on any exception, so :meth:`remember_unknown` writes a mark of our own, in
+    the same table, under the record's key + ``#unknown``, expiring with the records).
+
+    Only a redelivered message (receive count above 1) can follow such an attempt, so
+    :meth:`maybe_posted` is asked only then: one BatchGetItem, never on a first attempt.
+    """
+
+    def __init__(self, table_name: str, poster_function_name: str, client: DynamoDBClient | None = None):
+        self.table_name = table_name
+        self.poster_function_name = poster_function_name
+        self.client: DynamoDBClient = client or clients.dynamodb()
+
+    def _key(self, source: str, entry_id: str, destination: str | None) -> str:
+        return record_key(self.poster_function_name, source, entry_id, destination)
+
+    def maybe_posted(self, source: str, entry_id: str, destination: str | None, *, now_ms: int) -> bool:
+        key = self._key(source, entry_id, destination)
+        response = self.client.batch_get_item(
+            RequestItems={
+                self.table_name: {
+                    "Keys": [{"id": {"S": key}}, {"id": {"S": key + UNKNOWN_SUFFIX}}],
+                    "ConsistentRead": True,
+                }
+            }
+        )
+        if response.get("UnprocessedKeys"):
+            # Cannot tell (throttled): the attempt fails and is retried, rather than guess.
+            raise RuntimeError("DynamoDB left the attempt marks unread (throttled); retried later")
+        for item in response.get("Responses", {}).get(self.table_name, []):
+            if item["id"]["S"].endswith(UNKNOWN_SUFFIX):
+                return True
+            in_progress = item.get("in_progress_expiration", {}).get("N")
+            status = item.get("status", {}).get("S")
+            if status == "INPROGRESS" and in_progress is not None and int(in_progress) < now_ms:
+                return True  # an attempt died with the request out
+        return False
+
+    def remember_unknown(self, source: str, entry_id: str, destination: str | None, *, now: int) -> None:
+        self.client.put_item(
+            TableName=self.table_name,
+            Item={
+                "id": {"S": self._key(source, entry_id, destination) + UNKNOWN_SUFFIX},
+                "expiration": {"N": str(now + KEEP_SECONDS)},
+                "status": {"S": "UNKNOWN_OUTCOME"},
+            },
         )

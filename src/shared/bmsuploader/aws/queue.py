@@ -14,7 +14,7 @@ FIFO semantics this relies on (see the field notes):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import batched
@@ -61,7 +61,7 @@ class Outgoing:
 
 @dataclass
 class SendResult:
-    """Messages sent, in order, up to the first failure; the rest wait."""
+    """One batch: the messages SQS took, and those it refused, with its reason."""
 
     sent: list[Outgoing] = field(default_factory=list)
     failed: list[tuple[Outgoing, str]] = field(default_factory=list)
@@ -75,20 +75,63 @@ class EntryQueue:
         self.client: SQSClient = client or clients.sqs()
 
     def send_batch(self, messages: Sequence[EntryMessage]) -> SendResult:
-        """Send new entries (see :meth:`send`)."""
-        return self.send([Outgoing.of(message) for message in messages])
+        """Send entries in order (:meth:`send_in_order`); what was sent and what was not."""
+        total = SendResult()
+        outgoing = [Outgoing.of(message) for message in messages]
+        for result in self.send_in_order(outgoing):
+            total.sent.extend(result.sent)
+            total.failed.extend(result.failed)
+        if total.failed:
+            done = {id(m) for m in total.sent} | {id(m) for m, _ in total.failed}
+            total.failed.extend(
+                (m, "not sent: an earlier send failed") for m in outgoing if id(m) not in done
+            )
+        return total
+
+    def send_in_order(self, messages: Sequence[Outgoing]) -> Iterator[SendResult]:
+        """Send ``messages`` (oldest first) so that each group keeps its order whatever SQS does.
+
+        SendMessageBatch reports each entry on its own, and nothing documents that a
+        failed entry fails the later entries of its group. So a batch holds at most one
+        message of a group, and a message goes only after every earlier message of its
+        group was sent: a failure can never leave a later message of its group on the
+        queue ahead of it. Groups interleave, so a run with new entries in several
+        sources (or for several destinations) still sends 10 at a time.
+
+        Yields each batch's result. Stops after the first batch with a failure: its
+        other messages were sent; the failed one and everything not yet sent wait
+        (the caller leaves them for the next run, in order).
+        """
+        pending = list(messages)
+        while pending:
+            batch: list[Outgoing] = []
+            rest: list[Outgoing] = []
+            taken: set[str] = set()
+            held: set[str] = set()  # a group with an earlier message left for a later batch
+            for message in pending:
+                group = message.group_id
+                if len(batch) < SEND_BATCH_LIMIT and group not in taken and group not in held:
+                    batch.append(message)
+                    taken.add(group)
+                else:
+                    held.add(group)
+                    rest.append(message)
+            result = self.send(batch)
+            yield result
+            if result.failed:
+                return
+            pending = rest
 
     def send(self, messages: Sequence[Outgoing]) -> SendResult:
-        """Send up to 10 messages (oldest first) with one SendMessageBatch.
+        """Send up to 10 messages of distinct groups with one SendMessageBatch.
 
-        Only the messages before the first failure count as sent: a later
-        message that SQS accepted is left unseen and sent again next run, so
-        nothing overtakes an entry that is still waiting. The FIFO dedup id
-        drops the repeat within 5 minutes; after that the poster's
-        idempotency does.
+        Each message is reported on its own (see :meth:`send_in_order`, which every
+        caller uses so that a group's order holds).
         """
         if len(messages) > SEND_BATCH_LIMIT:
             raise ValueError(f"at most {SEND_BATCH_LIMIT} messages per batch")
+        if len({m.group_id for m in messages}) != len(messages):
+            raise ValueError("at most one message per group in a batch (see send_in_order)")
         if not messages:
             return SendResult()
         entries: list[Any] = []
@@ -112,8 +155,6 @@ class EntryQueue:
         for index, message in enumerate(messages):
             if index in failures:
                 result.failed.append((message, failures[index]))
-            elif result.failed:
-                result.failed.append((message, "sent after an earlier failure; will be sent again in order"))
             else:
                 result.sent.append(message)
         return result

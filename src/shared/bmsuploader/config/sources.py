@@ -402,11 +402,14 @@ def parse_sources(data: dict[str, Any], *, origin: str = "sources.toml") -> Sour
             raise ConfigError(f"{origin}: {label}: name: duplicate source name {source.name!r}")
         names.add(source.name)
         sources.append(source)
-    destinations = _parse_destinations(data.get("destination"), names, origin)
+    enabled = {source.name for source in sources if source.enabled}
+    destinations = _parse_destinations(data.get("destination"), names, enabled, origin)
     return SourcesConfig(sources=tuple(sources), destinations=destinations or DEFAULT_DESTINATIONS)
 
 
-def _parse_destinations(raw_list: object, sources: set[str], origin: str) -> tuple[Destination, ...]:
+def _parse_destinations(
+    raw_list: object, sources: set[str], enabled: set[str], origin: str
+) -> tuple[Destination, ...]:
     if raw_list is None:
         return ()
     if not isinstance(raw_list, list):
@@ -434,6 +437,12 @@ def _parse_destinations(raw_list: object, sources: set[str], origin: str) -> tup
                 f"{origin}: {label}: sources: no such source(s) {unknown}; known: {sorted(sources)}"
             )
         found.append(destination)
+    silent = sorted(name for name in enabled if found and not any(d.carries(name) for d in found))
+    if silent:
+        raise ConfigError(
+            f"{origin}: destination: no enabled destination announces source(s) {silent}; "
+            "add them to a destination's sources, or disable the sources"
+        )
     x_destinations = [d.name for d in found if d.kind == "x"]
     if len(x_destinations) > 1:
         # One spend limit (MonthlySpendLimitUSD) and one backlog belong to the one X account.

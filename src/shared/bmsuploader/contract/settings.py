@@ -68,6 +68,16 @@ class Telemetry(EnvSettings):
     powertools_metrics_namespace: str = "BmsUploader"
 
 
+class LambdaEnvironment(EnvSettings):
+    """What the Lambda runtime sets (reserved: template.yaml cannot set these)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    #: the deployed function's name; Powertools idempotency puts it in every record key,
+    #: with the same default outside Lambda
+    aws_lambda_function_name: str = "test-func"
+
+
 class SourcesSettings(EnvSettings):
     #: the sources file; unset = the bundled sources.toml
     sources_file: Path | None = None

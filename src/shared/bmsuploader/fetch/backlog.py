@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import batched
 from typing import TYPE_CHECKING
 
-from bmsuploader.aws.queue import SEND_BATCH_LIMIT, EntryQueue, Outgoing
+from bmsuploader.aws.queue import EntryQueue, Outgoing
 from bmsuploader.aws.state import Backlog, BacklogItem, PosterControl
 from bmsuploader.config.sources import Source
 from bmsuploader.contract.message import backlog_deduplication_id
@@ -64,21 +63,22 @@ class BacklogDrain:
         return requeued, not complete
 
     def _requeue(self, source: str, items: list[BacklogItem]) -> int:
-        sent = 0
-        for chunk in batched(items, SEND_BATCH_LIMIT, strict=False):
-            result = self.queue.send(
-                [
-                    Outgoing(
-                        entry_id=item.entry_id,
-                        body=item.body,
-                        group_id=source,
-                        deduplication_id=backlog_deduplication_id(source, item.entry_id, item.parked_at),
-                        backlog_order=item.order,
-                    )
-                    for item in chunk
-                ]
+        messages = [
+            Outgoing(
+                entry_id=item.entry_id,
+                body=item.body,
+                group_id=source,
+                deduplication_id=backlog_deduplication_id(source, item.entry_id, item.parked_at),
+                backlog_order=item.order,
             )
-            done = chunk[: len(result.sent)]
+            for item in items
+        ]
+        item_of = {id(m): item for m, item in zip(messages, items, strict=True)}
+        sent = 0
+        # One group: one message per SendMessageBatch (send_in_order), so a refused send
+        # can never leave a later entry of the source on the queue ahead of it.
+        for result in self.queue.send_in_order(messages):
+            done = [item_of[id(m)] for m in result.sent]
             # Deleted only after the send succeeded: a crash in between sends
             # again next run, and the poster's idempotency absorbs it.
             self.backlog.unpark(done)
@@ -93,5 +93,4 @@ class BacklogDrain:
                     "could not re-queue from the backlog; retried next run",
                     extra={"source": source, "outcome": "enqueue_failed", "reason": result.failed[0][1]},
                 )
-                break
         return sent

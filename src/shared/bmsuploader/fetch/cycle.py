@@ -18,8 +18,9 @@ The handler (``src/fetcher/app.py``) builds a :class:`FetchCycle` and calls
    Reading sends and writes nothing.
 5. **Announce**, one source after another in configuration order (the run's
    cap is shared in that order): plan (:mod:`bmsuploader.fetch.dedup`), send
-   oldest first with SendMessageBatch, and mark entries seen **only after**
-   their send succeeded. A crash between the two re-sends (deduplicated by SQS
+   oldest first with SendMessageBatch, one message per destination that carries
+   the source (its own FIFO group), and mark entries seen **only after** every
+   one of their sends succeeded. A crash between the two re-sends (deduplicated by SQS
    for 5 minutes, then by the poster's idempotency); it never loses an entry.
 6. **Save** every source's state and give the lease back in one
    BatchWriteItem (25 items each). The page's validators and listing key are kept only
@@ -43,11 +44,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import batched
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from bmsuploader.aws.queue import SEND_BATCH_LIMIT, EntryQueue
+from bmsuploader.aws.queue import EntryQueue, Outgoing
 from bmsuploader.aws.state import (
     Lease,
     LeaseHeld,
@@ -58,6 +58,7 @@ from bmsuploader.aws.state import (
     Validators,
     budget_month,
 )
+from bmsuploader.config.destinations import DEFAULT_DESTINATIONS, Destination
 from bmsuploader.config.sources import Source
 from bmsuploader.contract.errors import SourceError, SourceFormatError
 from bmsuploader.contract.settings import Spending
@@ -193,6 +194,8 @@ class FetchCycle:
     spending: Spending = field(default_factory=Spending)
     #: hours without an unseen entry after which a source is reported silent (0 = never)
     silent_after_hours: float = 0
+    #: where entries are announced: one message per (entry, destination that carries its source)
+    destinations: tuple[Destination, ...] = DEFAULT_DESTINATIONS
     _time_left: Callable[[], float] = field(default=lambda: math.inf, init=False, repr=False)
 
     def run(
@@ -494,50 +497,72 @@ class FetchCycle:
         )
 
     def _send_all(self, reads: list[SourceRead], plans: dict[str, Plan], now: datetime) -> set[str]:
-        """Send every planned entry (source order, oldest first) in batches of 10 across sources,
-        marking each batch seen once SQS took it. Stops at the first refused send: what is left
-        stays unseen, in order, for the next run. Returns the sources left incomplete."""
-        outgoing = [
+        """Send every planned entry (source order, oldest first) to each of its destinations,
+        then mark seen the entries SQS took all messages of. A batch holds at most one
+        message per group (:meth:`EntryQueue.send_in_order`), so ten new entries of one
+        source cost ten SendMessageBatch calls: the price of an order that holds whatever
+        SendMessageBatch reports (it reports each entry on its own). Stops at the first refused send:
+        what is left stays unseen, in order, for the next run; the messages of a half-sent
+        entry go again and are absorbed (SQS dedup within 5 minutes, then the poster's
+        idempotency record per destination). Returns the sources left incomplete."""
+        entries = [
             (read, entry)
             for read in reads
             if read.unexpected is None and (plan := plans.get(read.source.name)) is not None
             for entry in plan.send
         ]
+        outgoing: list[Outgoing] = []
+        waiting: dict[int, int] = {}  # entry index -> its messages not yet sent
+        owner: dict[int, int] = {}  # id(outgoing) -> entry index
+        for index, (read, entry) in enumerate(entries):
+            message = entry.to_message(read.source.name, now)
+            destinations = [d for d in self.destinations if d.carries(read.source.name)]
+            waiting[index] = len(destinations)
+            for destination in destinations:
+                out = Outgoing.of(message.for_destination(destination.message_name))
+                owner[id(out)] = index
+                outgoing.append(out)
         incomplete: set[str] = set()
-        for number, chunk in enumerate(batched(outgoing, SEND_BATCH_LIMIT, strict=False)):
-            result = self.queue.send_batch([entry.to_message(read.source.name, now) for read, entry in chunk])
-            sent = chunk[: len(result.sent)]
-            try:
-                self.store.seen.mark_many([(r.source.name, e.entry_id) for r, e in sent], now=now)
-            except StateStoreError as exc:
-                # Sent but not marked: next run sends them again and the
-                # poster's idempotency absorbs the repeat. Nothing is lost.
-                incomplete.update(r.source.name for r, _ in sent)
+        for result in self.queue.send_in_order(outgoing):
+            for out in result.sent:
+                waiting[owner[id(out)]] -= 1
+            for out, reason in result.failed:
+                read, entry = entries[owner[id(out)]]
                 self.logger.error(
-                    "entries were enqueued but could not be marked seen; they will be re-sent",
-                    extra={"outcome": "mark_seen_failed", "error": str(exc)},
+                    "could not enqueue; the entry stays unseen and is sent next run",
+                    extra={
+                        "source": read.source.name,
+                        "entry_id": entry.entry_id,
+                        "group": out.group_id,
+                        "outcome": "enqueue_failed",
+                        "reason": reason,
+                    },
                 )
-            for read, entry in sent:
-                read.report.enqueued += 1
-                self.logger.info(
-                    "enqueued",
-                    extra={"source": read.source.name, "entry_id": entry.entry_id, "outcome": "enqueued"},
-                )
-            if result.failed:
-                for (read, entry), (_, reason) in zip(chunk[len(sent) :], result.failed, strict=True):
-                    self.logger.error(
-                        "could not enqueue; the entry stays unseen and is sent next run",
-                        extra={
-                            "source": read.source.name,
-                            "entry_id": entry.entry_id,
-                            "outcome": "enqueue_failed",
-                            "reason": reason,
-                        },
-                    )
-                unsent = outgoing[number * SEND_BATCH_LIMIT + len(sent) :]
-                incomplete.update(read.source.name for read, _ in unsent)
-                break
+        # Marked once, after the sends (25 marks per BatchWriteItem): a crash before the
+        # marks sends them again next run, which SQS's dedup id or the poster's record absorbs.
+        self._mark_sent([entries[i] for i, left in waiting.items() if left == 0], now, incomplete)
+        incomplete.update(entries[i][0].source.name for i, left in waiting.items() if left)
         return incomplete
+
+    def _mark_sent(self, sent: list[tuple[SourceRead, Entry]], now: datetime, incomplete: set[str]) -> None:
+        if not sent:
+            return
+        try:
+            self.store.seen.mark_many([(r.source.name, e.entry_id) for r, e in sent], now=now)
+        except StateStoreError as exc:
+            # Sent but not marked: next run sends them again and the
+            # poster's idempotency absorbs the repeat. Nothing is lost.
+            incomplete.update(r.source.name for r, _ in sent)
+            self.logger.error(
+                "entries were enqueued but could not be marked seen; they will be re-sent",
+                extra={"outcome": "mark_seen_failed", "error": str(exc)},
+            )
+        for read, entry in sent:
+            read.report.enqueued += 1
+            self.logger.info(
+                "enqueued",
+                extra={"source": read.source.name, "entry_id": entry.entry_id, "outcome": "enqueued"},
+            )
 
     def _conclude(
         self, read: SourceRead, plan: Plan | None, incomplete: set[str], now: datetime

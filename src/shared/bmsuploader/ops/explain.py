@@ -1,4 +1,5 @@
-"""``bmsuploader explain SOURCE ENTRY_ID``: what happened to one upload, and where it waits.
+"""``bmsuploader explain SOURCE ENTRY_ID [--destination NAME]``: what happened to one upload
+on one destination (default ``x``), and where it waits.
 
 Read-only. It asks, in this order, and stops at the first answer:
 
@@ -30,7 +31,7 @@ from bmsuploader.aws.idempotency import KEEP_SECONDS, PostRecord, PostRecords
 from bmsuploader.aws.queue import DeadLetter, DeadLetters, QueueDepth, queue_depth
 from bmsuploader.aws.state import BacklogItem, SeenEntry, SourceState, StateStore, budget_month
 from bmsuploader.config.sources import Source, SourcesConfig
-from bmsuploader.contract.message import message_identity
+from bmsuploader.contract.message import group_id, message_identity
 from bmsuploader.ops import queries
 from bmsuploader.ops.display import duration, when
 from bmsuploader.ops.stack import Deployment
@@ -53,6 +54,8 @@ NOT_SEEN = "not_seen"
 class Explanation:
     source: str
     entry_id: str
+    #: the destination asked about (``x`` by default)
+    destination: str = "x"
     verdict: str = NOT_SEEN
     #: one or two sentences: where the entry is and why
     summary: str = ""
@@ -86,11 +89,14 @@ def explain(
     source: str,
     entry_id: str,
     now: datetime,
+    destination: str = "x",
 ) -> Explanation:
     dynamodb, sqs = session.client("dynamodb"), session.client("sqs")
     store = StateStore.on(deployment.fetcher.table_name, dynamodb)
     records = PostRecords(deployment.poster.idempotency_table, deployment.poster_function_name, dynamodb)
-    found = Explanation(source, entry_id, log_groups=deployment.log_groups)
+    found = Explanation(source, entry_id, destination, log_groups=deployment.log_groups)
+    # The destination named x keeps the single-X keys (bmsuploader.config.destinations).
+    addressed = None if destination == "x" else destination
     try:
         found.configured = sources.get(source)
     except KeyError:
@@ -98,16 +104,20 @@ def explain(
     states, _ = store.sources.run_state([source], budget_month(now))
     found.state = states.get(source)
     found.seen = store.seen.get(source, entry_id)
-    found.record = records.get(source, entry_id)
+    found.record = records.get(source, entry_id, addressed)
     found.queue = queue_depth(sqs, deployment.fetcher.queue_url)
-    found.backlog = store.backlog.find(source, entry_id)
+    # Only X spends money, so only X's entries are ever set aside.
+    found.backlog = store.backlog.find(source, entry_id) if addressed is None else None
     waiting = queue_depth(sqs, deployment.poster.dlq_url).waiting if _dead_letter_in_question(found) else 0
     if waiting:
         letters = DeadLetters(deployment.poster.dlq_url, sqs).peek(
             hold_seconds=HOLD_SECONDS, expected=waiting
         )
         found.dead_letters = [
-            letter for letter in letters if message_identity(letter.body) == (source, entry_id)
+            letter
+            for letter in letters
+            if message_identity(letter.body) == (source, entry_id)
+            and letter.group_id == group_id(source, addressed)
         ]
     found.verdict, found.summary = _verdict(found, now)
     return found
@@ -205,6 +215,7 @@ def to_json(found: Explanation) -> dict[str, Any]:
     return {
         "source": found.source,
         "entry_id": found.entry_id,
+        "destination": found.destination,
         "verdict": found.verdict,
         "summary": found.summary,
         "seen_at": found.seen.seen_at if found.seen else None,
@@ -225,7 +236,10 @@ def to_json(found: Explanation) -> dict[str, Any]:
 
 
 def render(found: Explanation, now: datetime) -> str:
-    lines = [f"{found.source} / {found.entry_id}: {found.verdict.replace('_', ' ')}", f"  {found.summary}"]
+    lines = [
+        f"{found.source} / {found.entry_id} on {found.destination}: {found.verdict.replace('_', ' ')}",
+        f"  {found.summary}",
+    ]
     if found.seen:
         first = " (the first run's baseline)" if found.seen.baseline else ""
         lines.append(f"  seen      {when(found.seen.seen_at, now)}{first}")

@@ -31,11 +31,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import batched, groupby
 from typing import Any
 
 from bmsuploader.aws.idempotency import PostRecord, PostRecords
-from bmsuploader.aws.queue import SEND_BATCH_LIMIT, DeadLetter, DeadLetters, EntryQueue, Outgoing
+from bmsuploader.aws.queue import DeadLetter, DeadLetters, EntryQueue, Outgoing
 from bmsuploader.config.sources import SourcesConfig
 from bmsuploader.contract.errors import BmsUploaderError
 from bmsuploader.contract.message import (
@@ -81,7 +80,7 @@ def decide(
         message = parse_message(letter.body)
     except BmsUploaderError as exc:
         return Candidate(letter, None, source, entry_id, KEEP, f"still poison: {exc}")
-    record = records.get(message.source, message.entry_id)
+    record = records.get(message.source, message.entry_id, message.destination)
     if record is not None and record.status == "COMPLETED":
         outcome = (record.data or {}).get("outcome", "posted")
         tweet = (record.data or {}).get("tweet_id")
@@ -119,32 +118,29 @@ def execute(candidates: Sequence[Candidate], dead_letters: DeadLetters, queue: E
     outcome = Outcome([], [], [], [])
     to_delete: list[Candidate] = []
     stuck: list[Candidate] = []
-    # Sorted by source, keeping each source's order (a look may hand out sources interleaved).
-    redrives = sorted((c for c in candidates if c.action == REDRIVE), key=lambda c: c.letter.group_id)
-    for group, members in groupby(redrives, key=lambda c: c.letter.group_id):
-        # A refused send stops its source: nothing may overtake what is still waiting.
-        pending = list(members)
-        for chunk in batched(pending, SEND_BATCH_LIMIT, strict=False):
-            result = queue.send(
-                [
-                    Outgoing(
-                        entry_id=c.entry_id or "",
-                        body=c.letter.body,
-                        group_id=group,
-                        deduplication_id=redrive_deduplication_id(group, c.letter.message_id),
-                    )
-                    for c in chunk
-                ]
-            )
-            sent = list(chunk[: len(result.sent)])
-            to_delete.extend(sent)
-            outcome.redriven.extend(sent)
-            if result.failed:
-                reason = result.failed[0][1]
-                unsent = pending[pending.index(chunk[len(result.sent)]) :]
-                outcome.failed.extend((c, f"not sent: {reason}") for c in unsent)
-                stuck.extend(unsent)
-                break
+    # Each group's order as the look handed it out; a refused send stops everything after
+    # it (send_in_order), so nothing overtakes what is still waiting.
+    redrives = [c for c in candidates if c.action == REDRIVE]
+    messages = [
+        Outgoing(
+            entry_id=c.entry_id or "",
+            body=c.letter.body,
+            group_id=c.letter.group_id,
+            deduplication_id=redrive_deduplication_id(c.letter.group_id, c.letter.message_id),
+        )
+        for c in redrives
+    ]
+    candidate_of = {id(m): c for m, c in zip(messages, redrives, strict=True)}
+    unsent = {id(c) for c in redrives}
+    for result in queue.send_in_order(messages):
+        sent = [candidate_of[id(m)] for m in result.sent]
+        unsent.difference_update(id(c) for c in sent)
+        to_delete.extend(sent)
+        outcome.redriven.extend(sent)
+        if result.failed:
+            left = [c for c in redrives if id(c) in unsent]
+            outcome.failed.extend((c, f"not sent: {result.failed[0][1]}") for c in left)
+            stuck.extend(left)
     drops = [c for c in candidates if c.action == DROP]
     outcome.dropped.extend(drops)
     to_delete.extend(drops)

@@ -10,13 +10,18 @@ becomes a :class:`~bmsuploader.post.cycle.Decision` (the failure table is
 :mod:`bmsuploader.post.cycle`) and is acted on here: dead-letter or set
 aside (the record then counts as done), or delay and report it failed.
 
-The processor stops at the first failure and reports every later record as
-failed too, which keeps order. Those skipped records get the failed record's
-delay (:meth:`PosterBatch.delay_skipped`), so a systemic problem (rate limit,
-credentials) does not make them cycle back every few minutes. We keep
-``skip_group_on_error`` off: today every group posts to the same X account, so
-a failure is almost always systemic, and skipping the whole rest of the batch
-costs no further X calls; order holds either way, as it is per group.
+A message group is one (destination, source) pair. The processor runs with
+``skip_group_on_error``: a failure fails the later records of its own group
+(which keeps that group's order) and no others, so one network's outage never
+holds back another. The skipped records get their group's delay
+(:meth:`PosterBatch.delay_skipped`), so a systemic problem does not make them
+cycle back every few minutes. A failure that parks a *destination* (rate limit,
+credentials) is systemic to it: the batch's later records for that destination,
+in any group, wait with the same delay without calling the network again.
+
+A redelivered record (receive count above 1) may follow an attempt whose outcome
+is unknown; the batch asks :class:`~bmsuploader.aws.idempotency.Attempts` (one
+read) and tells the publisher, which checks the network before posting again.
 
 No path here turns a handled record into a failure: a delay or a dead-letter
 copy that AWS refuses is logged, and the record is retried, never lost.
@@ -33,9 +38,10 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from bmsuploader.aws.idempotency import Attempts
 from bmsuploader.aws.queue import BACKLOG_ORDER_ATTRIBUTE, Delay, QueueControl
 from bmsuploader.aws.state import StateStore
-from bmsuploader.contract.errors import BmsUploaderError, Disposition
+from bmsuploader.contract.errors import BmsUploaderError, Disposition, UnknownOutcomeError
 from bmsuploader.contract.message import EntryMessage, parse_message
 from bmsuploader.contract.outcomes import Outcome
 from bmsuploader.contract.settings import MICRO
@@ -46,7 +52,7 @@ class AnnounceOnce(Protocol):
     """:meth:`Announcer.announce` wrapped in Powertools' ``idempotent_function``."""
 
     def __call__(
-        self, *, message: EntryMessage, invocation_id: str, from_backlog: bool
+        self, *, message: EntryMessage, invocation_id: str, from_backlog: bool, maybe_posted: bool
     ) -> AnnounceResult: ...
 
 
@@ -60,8 +66,9 @@ class Poster:
     logger: Logger
     metrics: Metrics
     clock: Callable[[], datetime]
-    #: called when X rejects the credentials: the next attempt re-reads them
+    #: called when a network rejects the credentials: the next attempt re-reads them
     forget_credentials: Callable[[], None]
+    attempts: Attempts
 
     def batch(self, invocation_id: str, announce_once: AnnounceOnce) -> PosterBatch:
         return PosterBatch(self, invocation_id, announce_once)
@@ -74,8 +81,10 @@ class PosterBatch:
     poster: Poster
     invocation_id: str
     announce_once: AnnounceOnce
-    #: the first failure's decision: what the skipped records wait for
-    decision: Decision | None = None
+    #: each failed group's decision: what its skipped records wait for
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    #: destinations a systemic failure parked in this batch: their later records wait too
+    parked: dict[str, Decision] = field(default_factory=dict)
     delayed: set[str] = field(default_factory=set)
 
     def handle(self, record: SQSRecord) -> AnnounceResult | None:
@@ -86,12 +95,25 @@ class PosterBatch:
         message: EntryMessage | None = None
         try:
             message = parse_message(record.body)
-            log.append_keys(source=message.source, entry_id=message.entry_id)
+            log.append_keys(
+                source=message.source, entry_id=message.entry_id, destination=message.destination_name
+            )
+            if (parked := self.parked.get(message.destination_name)) is not None:
+                self._wait_behind(record, parked)
+            maybe_posted = receive_count > 1 and self.poster.attempts.maybe_posted(
+                message.source,
+                message.entry_id,
+                message.destination,
+                now_ms=int(self.poster.clock().timestamp() * 1000),
+            )
             result = self.announce_once(
                 message=message,
                 invocation_id=self.invocation_id,
                 from_backlog=_backlog_order(record) is not None,
+                maybe_posted=maybe_posted,
             )
+        except _Waiting:
+            raise RuntimeError("waits behind its destination's failure") from None
         except Exception as exc:  # noqa: BLE001 - every failure goes through decide()
             self._failed(record, message, decide(exc, receive_count), exc)
             return None
@@ -113,31 +135,45 @@ class PosterBatch:
             self.poster.metrics.add_metric(
                 name="EstimatedSpendUSD", unit=MetricUnit.NoUnit, value=result.cost_micro / MICRO
             )
-        log.remove_keys(["source", "entry_id"])
+        log.remove_keys(["source", "entry_id", "destination"])
         return result
 
+    def _wait_behind(self, record: SQSRecord, decision: Decision) -> None:
+        """This record's destination was parked earlier in the batch: wait as long, untried."""
+        self._count(Outcome.WAITING)
+        not_delayed = self._delay([Delay(record.receipt_handle, record.message_id, decision.delay_seconds)])
+        self.delayed.add(record.message_id)
+        self.decisions.setdefault(record.attributes.message_group_id or "", decision)
+        self.poster.logger.info(
+            f"{Outcome.WAITING}: its destination is parked ({decision.outcome}) by an earlier record "
+            f"of this batch; it comes back "
+            + ("after the queue's visibility timeout" if not_delayed else f"in {decision.delay_seconds} s"),
+            extra={"outcome": Outcome.WAITING, "delay_seconds": decision.delay_seconds},
+        )
+        self.poster.logger.remove_keys(["source", "entry_id", "destination"])
+        raise _Waiting
+
     def delay_skipped(self, event: dict[str, Any], response: dict[str, Any]) -> None:
-        """Give the records the processor skipped after a failure the same delay. Never raises."""
-        decision = self.decision
-        if decision is None:
+        """Give the records the processor skipped after a failure their group's delay. Never raises."""
+        if not self.decisions:
             return
         failed_ids = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
-        skipped = [
-            Delay(r["receiptHandle"], r["messageId"], decision.delay_seconds)
-            for r in event.get("Records", [])
-            if r["messageId"] in failed_ids and r["messageId"] not in self.delayed
-        ]
+        skipped: list[Delay] = []
+        for r in event.get("Records", []):
+            decision = self.decisions.get(r.get("attributes", {}).get("MessageGroupId", ""))
+            if decision is not None and r["messageId"] in failed_ids and r["messageId"] not in self.delayed:
+                skipped.append(Delay(r["receiptHandle"], r["messageId"], decision.delay_seconds))
         if not skipped:
             return
         self._count(Outcome.WAITING, len(skipped))
         not_delayed = self._delay(skipped)
         self.poster.logger.info(
-            f"{len(skipped)} later record(s) in this batch wait behind the failure ({decision.outcome}); "
-            f"{len(skipped) - len(not_delayed)} come back in {decision.delay_seconds} s, the others "
+            f"{len(skipped)} later record(s) in this batch wait behind their group's failure; "
+            f"{len(skipped) - len(not_delayed)} come back with its delay, the others "
             "after the queue's visibility timeout",
             extra={
                 "outcome": Outcome.WAITING,
-                "delay_seconds": decision.delay_seconds,
+                "delays": sorted({d.seconds for d in skipped}),
                 "not_delayed": not_delayed,
             },
         )
@@ -157,9 +193,13 @@ class PosterBatch:
             if self._dead_letter(record, decision):
                 return
             decision = self._retry_instead(decision, record)
+        if isinstance(exc, UnknownOutcomeError) and message is not None:
+            self._remember_unknown(message)
         if decision.outcome is Outcome.AUTH_FAILED:
             self.poster.forget_credentials()  # the operator may be rotating them right now
-        self.decision = self.decision or decision
+        self.decisions.setdefault(record.attributes.message_group_id or "", decision)
+        if decision.disposition is Disposition.PARK and message is not None:
+            self.parked.setdefault(message.destination_name, decision)
         self._count(decision.outcome)
         not_delayed = self._delay([Delay(record.receipt_handle, record.message_id, decision.delay_seconds)])
         self.delayed.add(record.message_id)
@@ -173,8 +213,24 @@ class PosterBatch:
             # A failure we did not classify is a bug or an AWS error: keep its traceback.
             exc_info=not isinstance(exc, BmsUploaderError),
         )
-        log.remove_keys(["source", "entry_id"])
+        log.remove_keys(["source", "entry_id", "destination"])
         raise RuntimeError(decision.reason)
+
+    def _remember_unknown(self, message: EntryMessage) -> None:
+        """The network may have taken the post: say so for the next attempt (which checks)."""
+        try:
+            self.poster.attempts.remember_unknown(
+                message.source,
+                message.entry_id,
+                message.destination,
+                now=int(self.poster.clock().timestamp()),
+            )
+        except Exception:
+            self.poster.logger.exception(
+                "could not record that the post's outcome is unknown; the retry posts without "
+                "checking first, and on a network without a duplicate check it may post twice",
+                extra={"outcome": "unknown_outcome_unrecorded"},
+            )
 
     def _set_aside(self, record: SQSRecord, message: EntryMessage, decision: Decision) -> bool:
         order = _backlog_order(record) or record.attributes.sequence_number or record.message_id
@@ -197,7 +253,7 @@ class PosterBatch:
             f"{Outcome.BUDGET_BLOCKED}: {decision.reason}",
             extra={"outcome": Outcome.BUDGET_BLOCKED, "backlog_order": order},
         )
-        self.poster.logger.remove_keys(["source", "entry_id"])
+        self.poster.logger.remove_keys(["source", "entry_id", "destination"])
         return True  # done for the batch: the original is deleted, the backlog holds it
 
     def _dead_letter(self, record: SQSRecord, decision: Decision) -> bool:
@@ -222,7 +278,7 @@ class PosterBatch:
             f"Reason: {decision.reason}",
             extra={"outcome": Outcome.POISONED, "dlq_message_id": dlq_id},
         )
-        self.poster.logger.remove_keys(["source", "entry_id"])
+        self.poster.logger.remove_keys(["source", "entry_id", "destination"])
         return True  # done for the batch: the original is deleted
 
     def _retry_instead(self, decision: Decision, record: SQSRecord) -> Decision:
@@ -243,6 +299,10 @@ class PosterBatch:
 
     def _count(self, outcome: Outcome, value: int = 1) -> None:
         self.poster.metrics.add_metric(name=outcome.metric, unit=MetricUnit.Count, value=value)
+
+
+class _Waiting(Exception):
+    """Internal: the record waits behind its destination's failure (already delayed and logged)."""
 
 
 def _backlog_order(record: SQSRecord) -> str | None:
