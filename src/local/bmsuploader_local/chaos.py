@@ -46,8 +46,8 @@ How the simulation stays faithful (and where it bends the emulator):
   counts towards the DLQ -- an artefact, not a defect. The contexts
   (:class:`VirtualContext`) count their remaining time on the same clock, so the
   lease (remaining + 30 s) and the IN_PROGRESS expiry are what they are in Lambda.
-  The X publisher's ``clock`` (it reads ``x-rate-limit-reset`` against it) defaults to
-  ``time.time``; the handler does not pass one, so the default itself is swapped.
+  The publishers read a rate limit's reset against :func:`bmsuploader.contract.clock.epoch`,
+  so they follow it too.
 * **SQS FIFO group semantics.** moto differs from SQS: after a failure it can hand
   out a group's tail before its head (its "pending group" bookkeeping is updated
   while it walks the messages), and it decides group blocking once per receive.
@@ -280,7 +280,6 @@ def virtual_time(clock: VirtualClock) -> Iterator[None]:
     from moto.sqs import models as sqs_models
 
     from bmsuploader.contract import clock as contract_clock
-    from bmsuploader.post.publishing import XPublisher
 
     with contextlib.ExitStack() as stack:
         _patch(stack, sqs_models, "unix_time", clock.time)
@@ -289,12 +288,7 @@ def virtual_time(clock: VirtualClock) -> Iterator[None]:
         for name in ("base", "persistence.base", "persistence.datarecord", "persistence.dynamodb"):
             module = importlib.import_module(f"aws_lambda_powertools.utilities.idempotency.{name}")
             _patch(stack, module, "dt", shim)
-        # The publisher reads x-rate-limit-reset against its ``clock`` argument, which
-        # the handler leaves at its default: make the default the virtual clock too.
-        defaults = XPublisher.__init__.__kwdefaults__
-        assert defaults is not None and "clock" in defaults
-        stack.callback(defaults.__setitem__, "clock", defaults["clock"])
-        defaults["clock"] = clock.time
+        # The publishers read a rate limit's reset against contract.clock too.
         contract_clock.use(clock.now)
         stack.callback(contract_clock.use, None)
         yield

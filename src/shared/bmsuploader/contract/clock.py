@@ -24,6 +24,11 @@ def now() -> datetime:
     return _source()
 
 
+def epoch() -> float:
+    """The current time in seconds since the epoch: what a rate limit's reset is compared with."""
+    return _source().timestamp()
+
+
 def use(source: Callable[[], datetime] | None) -> None:
     """Read time from ``source`` from now on; ``None`` restores the system clock."""
     global _source  # noqa: PLW0603 - the one process-wide clock, swapped only by the fault test

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -39,6 +38,7 @@ import tweepy
 from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest, Response
 
+from bmsuploader.contract import clock as contract_clock
 from bmsuploader.contract.errors import (
     AuthError,
     ConfigError,
@@ -185,7 +185,7 @@ class XPublisher:
         *,
         base_url: str | None = None,
         timeout: tuple[float, float] = (3.05, 10.0),
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = contract_clock.epoch,
     ) -> None:
         if base_url is not None and not re.match(r"^https?://[^/\s]+", base_url):
             raise ConfigError(f"X_API_BASE_URL {base_url!r} must be an http(s) URL")
