@@ -196,7 +196,7 @@ def test_explain_says_where_each_entry_is(world: World) -> None:
     time.sleep(HOLD_SECONDS + 0.5)
     code, text, _ = world.cli("explain", "uploader", "00027")
     assert code == 0
-    assert text.startswith("uploader / 00027: dead letter")
+    assert text.startswith("uploader / 00027 on x: dead letter")
     assert 'filter source = "uploader" and entry_id = "00027"' in text  # the query to paste
     assert world.stack.outputs["PosterLogGroupName"] in text
 

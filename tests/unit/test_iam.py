@@ -38,17 +38,24 @@ ROLES: dict[str, dict[str, tuple[set[str], str]]] = {
         ),
         "EntriesQueue": ({"sqs:ChangeMessageVisibility"}, "Queue"),  # QueueControl.delay (batch)
         "DeadLetterQueue": ({"sqs:SendMessage"}, "DeadLetterQueue"),  # QueueControl.dead_letter
-        # PostBudget.reserve/release (UpdateItem); Backlog.park (a Put and an Update in one transaction)
-        "StateTable": ({"dynamodb:PutItem", "dynamodb:UpdateItem"}, "StateTable"),
-        # Powertools DynamoDBPersistenceLayer: _put_record, _update_record, _delete_record
+        # PostBudget.reserve/release (UpdateItem); Backlog.park (a Put and an Update in one
+        # transaction); Sessions.load/save (GetItem, PutItem: Bluesky's stored session)
+        "StateTable": ({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}, "StateTable"),
+        # Powertools DynamoDBPersistenceLayer: _put_record, _update_record, _delete_record;
+        # ours: Attempts.maybe_posted (BatchGetItem), Attempts.remember_unknown (PutItem)
         "IdempotencyTable": (
-            {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+            {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchGetItem"},
             "IdempotencyTable",
         ),
         # publishing.load_credentials: Powertools get_parameters_by_name(decrypt=True) -> GetParameters
         "XCredentials": (
             {"ssm:GetParameters"},
             "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${XParameterPath}/*",
+        ),
+        # post.secrets.load_secrets for the other destinations: GetParameters
+        "DestinationSecrets": (
+            {"ssm:GetParameters"},
+            "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${DestinationsParameterPath}/*",
         ),
     },
 }
@@ -97,5 +104,4 @@ def test_no_wildcards_and_no_discovery_actions() -> None:
                 "dynamodb:Scan",
                 "dynamodb:DescribeTable",
                 "dynamodb:ConditionCheckItem",
-                "dynamodb:GetItem",
             }

@@ -136,7 +136,7 @@ def test_record_key_is_the_one_powertools_stores(monkeypatch: pytest.MonkeyPatch
 
 def test_the_poster_wraps_the_function_the_key_names() -> None:
     source = (ROOT / "src" / "poster" / "app.py").read_text(encoding="utf-8")
-    assert f"def {ANNOUNCE_FUNCTION}(*, message: EntryMessage" in source
+    assert f"def {ANNOUNCE_FUNCTION}(\n    *, message: EntryMessage" in source
     assert "idempotency = announce_config()" in source
 
 

@@ -89,6 +89,7 @@ class StackResources:
     outputs: dict[str, str] = field(default_factory=dict)
     #: the template's Parameters at their defaults (what a plain `sam deploy` deploys with)
     parameters: dict[str, str] = field(default_factory=dict)
+    destinations_parameter_path: str = "/bmsuploader/destinations"
 
     @property
     def poster_function_name(self) -> str:
@@ -107,6 +108,7 @@ class StackResources:
             "QUEUE_URL": self.queue_url,
             "DLQ_URL": self.dlq_url,
             "X_PARAMETER_PATH": self.x_parameter_path,
+            "DESTINATIONS_PARAMETER_PATH": self.destinations_parameter_path,
         }
 
 
@@ -240,6 +242,7 @@ def provision_stack(template_path: Path, *, stack_name: str, x_credentials: bool
         queue_url=resolver.physical["Queue"]["Ref"],
         dlq_url=resolver.physical["DeadLetterQueue"]["Ref"],
         x_parameter_path=x_path,
+        destinations_parameter_path=resolver.parameter("DestinationsParameterPath").rstrip("/"),
         poster_timeout=timeout,
         outputs={
             key: str(resolver.resolve(out["Value"])) for key, out in template.get("Outputs", {}).items()

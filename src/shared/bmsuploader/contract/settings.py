@@ -123,6 +123,8 @@ class PosterSettings(SourcesSettings, Spending):
     dlq_url: str
     idempotency_table: str
     x_parameter_path: str = Field(pattern=r"^/[^\s]*[^/\s]$")
+    #: the other destinations' secrets must be under it (the poster's role reads nothing else)
+    destinations_parameter_path: str = Field(default="/bmsuploader/destinations", pattern=r"^/[^\s]*[^/\s]$")
     #: empty = the real X API; local runs and tests point it at a fake X
     x_api_base_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+")
     #: empty = the real networks; local runs and tests point each kind at a fake server,

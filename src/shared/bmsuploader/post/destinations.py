@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import cast
 
 from bmsuploader.config.destinations import Destination
+from bmsuploader.contract.errors import ConfigError
 from bmsuploader.contract.settings import PosterSettings
 from bmsuploader.post import publishing
 from bmsuploader.post.networks.base import NetworkContext, Publisher
@@ -48,6 +49,13 @@ def publisher_for(settings: PosterSettings, destination: Destination, context: N
         return publishing.publisher_for(settings, destination.secret)
     module = network_module(destination.kind)
     assert destination.secret is not None  # the config requires one for every other kind
+    allowed = settings.destinations_parameter_path.rstrip("/") + "/"
+    if not destination.secret.startswith(allowed):
+        raise ConfigError(
+            f"destination {destination.name!r}: secret {destination.secret!r} is not under "
+            f"DestinationsParameterPath {allowed!r}, the only path the poster may read; move the "
+            f"parameters to {allowed}{destination.name}/ and set secret to match"
+        )
     secrets = load_secrets(
         destination.secret,
         module.SECRET_NAMES,
