@@ -88,7 +88,11 @@ def fake(clock: Clock) -> Iterator[FakeMastodon]:
 @pytest.fixture
 def publisher(fake: FakeMastodon, clock: Clock) -> MastodonPublisher:
     return MastodonPublisher(
-        fake.base_url, TOKEN, parameter="/bmsuploader/mstdn/access_token", clock=clock, timeout=(2, 5)
+        fake.base_url,
+        TOKEN,
+        parameter="/bmsuploader/destinations/mstdn/access_token",
+        clock=clock,
+        timeout=(2, 5),
     )
 
 
@@ -257,13 +261,13 @@ def test_content_text_gives_back_the_text_of_mastodon_html() -> None:
 
 def test_a_wrong_token_is_an_auth_error_naming_the_fix_not_the_token(fake: FakeMastodon) -> None:
     publisher = MastodonPublisher(
-        fake.base_url, TOKEN + "-wrong", parameter="/bmsuploader/mstdn/access_token"
+        fake.base_url, TOKEN + "-wrong", parameter="/bmsuploader/destinations/mstdn/access_token"
     )
     with pytest.raises(AuthError) as caught:
         publisher.publish(_post())
     message = str(caught.value)
     assert "401" in message and "Preferences > Development" in message and "write:statuses" in message
-    assert "/bmsuploader/mstdn/access_token" in message
+    assert "/bmsuploader/destinations/mstdn/access_token" in message
     assert TOKEN not in message and TOKEN not in "".join(traceback.format_exception(caught.value))
     assert fake.statuses == []
 
@@ -460,13 +464,15 @@ def _poster_settings(fake: FakeMastodon) -> PosterSettings:
 
 
 def test_the_destination_posts_with_the_token_from_ssm(ssm: SSMClient, fake: FakeMastodon) -> None:
-    ssm.put_parameter(Name="/bmsuploader/mstdn/access_token", Value=TOKEN + "\n", Type="SecureString")
+    ssm.put_parameter(
+        Name="/bmsuploader/destinations/mstdn/access_token", Value=TOKEN + "\n", Type="SecureString"
+    )
     settings = _poster_settings(fake)
     destination = Destination(
         name="mstdn",
         kind="mastodon",
         instance="https://mastodon.example",
-        secret="/bmsuploader/mstdn",
+        secret="/bmsuploader/destinations/mstdn",
         visibility="unlisted",
     )
     context = NetworkContext(sessions=Sessions(), base_urls=settings.network_base_urls)
@@ -482,10 +488,13 @@ def test_a_missing_token_parameter_names_it_and_where_the_token_comes_from(
     ssm: SSMClient, fake: FakeMastodon
 ) -> None:
     destination = Destination(
-        name="mstdn2", kind="mastodon", instance="https://m.example", secret="/bmsuploader/mstdn2"
+        name="mstdn2",
+        kind="mastodon",
+        instance="https://m.example",
+        secret="/bmsuploader/destinations/mstdn2",
     )
     context = NetworkContext(sessions=Sessions())
     with pytest.raises(AuthError) as caught:
         destinations.publisher_for(_poster_settings(fake), destination, context)
     message = str(caught.value)
-    assert "/bmsuploader/mstdn2/access_token" in message and "write:statuses" in message
+    assert "/bmsuploader/destinations/mstdn2/access_token" in message and "write:statuses" in message

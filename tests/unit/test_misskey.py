@@ -73,7 +73,9 @@ def fake() -> Iterator[FakeMisskey]:
 
 @pytest.fixture
 def publisher(fake: FakeMisskey) -> MisskeyPublisher:
-    return MisskeyPublisher(fake.base_url, TOKEN, parameter="/bmsuploader/misskey-io/token", timeout=(2, 5))
+    return MisskeyPublisher(
+        fake.base_url, TOKEN, parameter="/bmsuploader/destinations/misskey-io/token", timeout=(2, 5)
+    )
 
 
 def creates(fake: FakeMisskey) -> int:
@@ -169,12 +171,14 @@ def test_the_check_needs_read_account() -> None:
 
 
 def test_a_wrong_token_is_an_auth_error_naming_the_fix_not_the_token(fake: FakeMisskey) -> None:
-    publisher = MisskeyPublisher(fake.base_url, TOKEN + "-wrong", parameter="/bmsuploader/misskey-io/token")
+    publisher = MisskeyPublisher(
+        fake.base_url, TOKEN + "-wrong", parameter="/bmsuploader/destinations/misskey-io/token"
+    )
     with pytest.raises(AuthError) as caught:
         publisher.publish(_post())
     message = str(caught.value)
     assert "AUTHENTICATION_FAILED" in message and "Settings > API" in message and "write:notes" in message
-    assert "/bmsuploader/misskey-io/token" in message
+    assert "/bmsuploader/destinations/misskey-io/token" in message
     assert TOKEN not in message and TOKEN not in "".join(traceback.format_exception(caught.value))
     assert fake.notes == []
 
@@ -373,7 +377,9 @@ def ssm(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SSMClie
 
 
 def test_the_destination_posts_with_the_token_from_ssm(ssm: SSMClient, fake: FakeMisskey) -> None:
-    ssm.put_parameter(Name="/bmsuploader/misskey-io/token", Value=TOKEN + "\n", Type="SecureString")
+    ssm.put_parameter(
+        Name="/bmsuploader/destinations/misskey-io/token", Value=TOKEN + "\n", Type="SecureString"
+    )
     settings = PosterSettings.from_env(
         {
             "TABLE_NAME": "state",
@@ -388,7 +394,7 @@ def test_the_destination_posts_with_the_token_from_ssm(ssm: SSMClient, fake: Fak
         name="misskey-io",
         kind="misskey",
         instance="https://misskey.io",
-        secret="/bmsuploader/misskey-io",
+        secret="/bmsuploader/destinations/misskey-io",
         visibility="unlisted",
     )
     context = NetworkContext(sessions=Sessions(), base_urls=settings.network_base_urls)
