@@ -286,7 +286,11 @@ HOSTILE_TITLE = "**太字** $[x2 大] :awesome: <center>c</center> [x](https://e
 
 def test_escape_mfm_wraps_a_field_in_plain_and_breaks_a_closing_tag() -> None:
     assert escape_mfm("") == ""  # an empty field stays empty: its segment can be dropped
-    assert escape_mfm("a") == "<plain>a</plain>"
+    assert escape_mfm("★10 ｶｵｽ・ｵﾌﾞ [ANOTHER]") == "<plain>★10 ｶｵｽ・ｵﾌﾞ [ANOTHER]</plain>"
+    assert escape_mfm("星の欠片 SP") == "星の欠片 SP"  # nothing MFM reads: shown as written
+    assert escape_mfm("BMS 検索").startswith("<plain>")  # a search box's keyword at the end
+    for title in ("a*b*", "x_y_", "~~s~~", "`c`", ":emoji:", "$[x2 a]", "<b>b</b>", "\\(x\\)"):
+        assert live_mfm(escape_mfm(title)) == [], title
     escaped = escape_mfm("x</plain>**y**")
     assert escaped.count("</plain>") == 1 and escaped.endswith("</plain>")
     assert live_mfm(escaped) == []

@@ -29,6 +29,7 @@ from typing import Any
 
 import boto3
 
+from bmsuploader.config.sources import load_sources
 from bmsuploader_local.aws import StackResources, provision_stack, register_stack, start_moto_server
 from bmsuploader_local.fake_x import FakeX
 from bmsuploader_local.lambda_runtime import (
@@ -39,6 +40,7 @@ from bmsuploader_local.lambda_runtime import (
     load_handler,
     receive_as_event,
 )
+from bmsuploader_local.networks import base_urls, start_networks
 from bmsuploader_local.saved_stack import TEMPLATE, environment, load_json, local_aws, local_stack
 from bmsuploader_local.uploader_site import SAMPLE_COMMENTS, UploaderSite
 
@@ -97,16 +99,33 @@ def run_local(
 
         x_label = "DRY_RUN (posts go to the log only)"
         env = {**resources.environment(), "SOURCES_FILE": str(sources_file), "DRY_RUN": "true"}
+        destinations = load_sources(sources_file).destinations
         fake_x: FakeX | None = None
+        network_labels = [f"{d.name} ({d.kind}): DRY_RUN" for d in destinations if d.kind != "x"]
         if not dry_run:
             fake_x = stack.enter_context(FakeX())
             fake_x.posts.extend(load_json(state_dir / "x.json", []))
-            env.update({"DRY_RUN": "false", "X_API_BASE_URL": fake_x.base_url})
+            networks = stack.enter_context(start_networks(destinations))
+            env.update(
+                {
+                    "DRY_RUN": "false",
+                    "X_API_BASE_URL": fake_x.base_url,
+                    "NETWORK_BASE_URLS": base_urls(networks),
+                }
+            )
             x_label = f"fake X {fake_x.base_url}"
+            network_labels = [
+                f"{d.name} ({d.kind}): fake {networks[d.kind].base_url}"
+                for d in destinations
+                if d.kind != "x"
+            ]
         stack.enter_context(environment(env))
 
         print(f"bmsuploader local run\n  AWS: moto server {endpoint} (stack from {TEMPLATE.name})", file=out)
-        print(f"  site: {site_label}\n  X: {x_label}\n", file=out)
+        print(f"  site: {site_label}\n  X: {x_label}", file=out)
+        for label in network_labels:
+            print(f"  {label}", file=out)
+        print(file=out)
 
         logs = state_dir / "lambda.log"
         with logs.open("w", encoding="utf-8") as log, _redirect_stdout(log):
@@ -189,10 +208,11 @@ def _report(
             file=out,
         )
     print(f"\nposter: {len(posts)} post(s)", file=out)
-    for post in posts:
+    for post in sorted(posts, key=lambda p: p.get("destination", "x") != "x"):  # X first, then in order
         label = post["outcome"].replace("_", "-")  # [posted], [dry-run], [duplicate]
+        destination = post.get("destination", "x")
         print(
-            f"  [{label}] weighted {post['weighted_length']:>3}/280  tweet {post['tweet_id']}",
+            f"  [{label}] {destination:<10} length {post['weighted_length']:>3}  id {post['tweet_id']}",
             file=out,
         )
         print(f"      {post['text']}", file=out)

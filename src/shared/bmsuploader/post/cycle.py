@@ -111,6 +111,8 @@ class AnnounceResult(BaseModel):
     month_spend_micro: int
     invocation_id: str
     posted_at: str
+    #: where it was posted (records written before destinations existed were all X's)
+    destination: str = "x"
 
 
 def destination_of(sources: SourcesConfig | None, message: EntryMessage) -> Destination:
@@ -183,6 +185,7 @@ class Announcer:
                 month_spend=0,
                 invocation_id=invocation_id,
                 now=now,
+                destination=destination.name,
             )
         month = budget_month(now)
         cost = self.spending.cost_micro(has_url=post.has_url)
@@ -214,6 +217,7 @@ class Announcer:
             month_spend=reservation.spend_micro,
             invocation_id=invocation_id,
             now=now,
+            destination=destination.name,
         )
 
     @staticmethod
@@ -225,6 +229,7 @@ class Announcer:
         month_spend: int,
         invocation_id: str,
         now: datetime,
+        destination: str,
     ) -> AnnounceResult:
         if result.dry_run:
             outcome = Outcome.DRY_RUN
@@ -240,4 +245,5 @@ class Announcer:
             month_spend_micro=month_spend,
             invocation_id=invocation_id,
             posted_at=now.astimezone(UTC).isoformat(),
+            destination=destination,
         )

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -110,10 +111,17 @@ _PLAIN_CLOSE_BROKEN = "＜/plain>"
 _AUTH_FAILED = ("AUTHENTICATION_FAILED", "CREDENTIAL_REQUIRED")
 
 
+#: What MFM can read as markup: its ASCII signs (bold, italic, strike, code, tags, links,
+#: functions, custom emoji, mentions, tags, quotes, math) and a search box's keyword at the
+#: end. A field without any is shown as written, so ordinary titles stay plain text.
+_MFM_SIGNS = re.compile(r"[*_~`<>\[\]()$:@#\\]|(?:検索|search)\s*$", re.IGNORECASE)
+
+
 def escape_mfm(value: str) -> str:
-    """Scraped ``value`` as MFM shows it as it is: inside ``<plain>`` (see the module doc)."""
-    if not value:
-        return value  # an empty field stays empty, so the renderer can drop its segment
+    """Scraped ``value`` as MFM shows it as it is: inside ``<plain>`` when it holds anything MFM
+    could read as markup (see the module doc)."""
+    if not value or not _MFM_SIGNS.search(value):
+        return value  # empty stays empty (the renderer drops its segment); plain text stays plain
     return _PLAIN_OPEN + value.replace(_PLAIN_CLOSE, _PLAIN_CLOSE_BROKEN) + _PLAIN_CLOSE
 
 
