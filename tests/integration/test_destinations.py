@@ -1,0 +1,150 @@
+"""Several destinations, end to end: the fetcher fans each new entry out to every network, and
+the poster posts it once on each, in order, each network failing alone.
+
+Real handlers, moto server (SQS FIFO, DynamoDB, SSM), the sample uploader, the fake X and
+the other networks' fake servers, all over loopback HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bmsuploader.config.sources import load_sources
+from bmsuploader_local.fake_misskey import FakeMisskey
+from bmsuploader_local.fake_x import FakeX
+from bmsuploader_local.networks import LocalNetwork, base_urls, start_networks
+from bmsuploader_local.uploader_site import UploaderSite
+from tests.integration.conftest import write_sources
+from tests.integration.test_poster import poll, queue_counts, time_passes
+
+pytestmark = pytest.mark.integration
+
+DESTINATIONS = """
+[[destination]]
+name = "x"
+kind = "x"
+
+[[destination]]
+name = "mstdn"
+kind = "mastodon"
+instance = "https://mastodon.example"
+secret = "/bmsuploader/destinations/mstdn"
+
+[[destination]]
+name = "io"
+kind = "misskey"
+instance = "https://misskey.example"
+secret = "/bmsuploader/destinations/io"
+"""
+
+
+@pytest.fixture
+def world(
+    stack: Any, site: UploaderSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
+    path = write_sources(
+        tmp_path / "sources.toml", site, feed=False, first_run='{ policy = "post_newest", count = 3 }'
+    )
+    path.write_text(path.read_text(encoding="utf-8") + DESTINATIONS, encoding="utf-8")
+    monkeypatch.setenv("SOURCES_FILE", str(path))
+    monkeypatch.setenv("DRY_RUN", "false")
+    monkeypatch.setenv("MONTHLY_SPEND_LIMIT_USD", "0")
+    from aws_lambda_powertools.utilities import parameters
+
+    parameters.clear_caches()
+    with contextlib.ExitStack() as running:
+        fake_x = running.enter_context(FakeX())
+        networks = running.enter_context(start_networks(load_sources(path).destinations))
+        monkeypatch.setenv("X_API_BASE_URL", fake_x.base_url)
+        monkeypatch.setenv("NETWORK_BASE_URLS", base_urls(networks))
+        yield {"stack": stack, "x": fake_x, **networks}
+
+
+def texts_of(world: dict[str, Any]) -> dict[str, list[str]]:
+    x: FakeX = world["x"]
+    networks: dict[str, LocalNetwork] = {k: v for k, v in world.items() if isinstance(v, LocalNetwork)}
+    return {"x": [p["text"] for p in x.posts], **{kind: n.texts() for kind, n in networks.items()}}
+
+
+def titles(texts: list[str]) -> list[str]:
+    """The upload each post announces: its URL's file name (the same on every network)."""
+    return [text.rsplit("/", 1)[-1] for text in texts]
+
+
+def run_until_quiet(world: dict[str, Any], *, polls: int = 12) -> None:
+    for _ in range(polls):
+        event, _response = poll(world["stack"])
+        if not event["Records"]:
+            return
+        time_passes(world["stack"], event)
+
+
+NEWEST_THREE = ["up00028.zip", "up00029.zip", "up00030.zip"]
+
+
+def test_each_entry_is_posted_once_on_every_network_in_order(
+    world: dict[str, Any], run_fetcher: Callable[..., dict[str, Any]]
+) -> None:
+    report = run_fetcher()
+    assert report["sources"][0]["enqueued"] == 3  # entries, each sent to three destinations
+
+    run_until_quiet(world)
+
+    posted = texts_of(world)
+    assert {network: titles(texts) for network, texts in posted.items()} == {
+        "x": NEWEST_THREE,
+        "mastodon": NEWEST_THREE,
+        "misskey": NEWEST_THREE,
+    }
+    # A second run finds nothing new and posts nothing anywhere.
+    assert run_fetcher()["sources"][0]["enqueued"] == 0
+    run_until_quiet(world)
+    assert texts_of(world) == posted
+
+
+def test_an_outage_of_one_network_holds_back_only_that_network(
+    world: dict[str, Any], run_fetcher: Callable[..., dict[str, Any]]
+) -> None:
+    misskey: FakeMisskey = world["misskey"].fake
+    misskey.script(*[FakeMisskey.server_error(503)] * 2)  # down for its first two attempts
+    run_fetcher()
+
+    event, response = poll(world["stack"])
+
+    # X and Mastodon posted everything; Misskey's group failed at its first entry, and its
+    # later entries wait behind it without a call to Misskey.
+    assert titles(texts_of(world)["x"]) == NEWEST_THREE
+    assert titles(texts_of(world)["mastodon"]) == NEWEST_THREE
+    assert texts_of(world)["misskey"] == []
+    assert len(response["batchItemFailures"]) == 3
+    assert sum(1 for r in misskey.requests if r.endpoint.endswith("notes/create")) == 1
+
+    time_passes(world["stack"], event)
+    run_until_quiet(world)  # one more 503, then the outage is over
+
+    assert titles(texts_of(world)["misskey"]) == NEWEST_THREE  # all of them, in order, once
+    assert titles(texts_of(world)["x"]) == NEWEST_THREE
+    assert queue_counts(world["stack"].queue_url) == (0, 0)
+    assert queue_counts(world["stack"].dlq_url) == (0, 0)
+
+
+@pytest.mark.parametrize("kind", ["mastodon", "misskey"])
+def test_a_post_the_network_took_before_the_connection_dropped_is_never_posted_again(
+    world: dict[str, Any], run_fetcher: Callable[..., dict[str, Any]], kind: str
+) -> None:
+    network: LocalNetwork = world[kind]
+    network.fake.script(type(network.fake).accept_then_drop())
+    run_fetcher()
+
+    run_until_quiet(world)
+
+    # The first attempt's outcome was unknown; the retry asked the network (Mastodon: the
+    # same Idempotency-Key; Misskey: the account's latest notes) and posted nothing more.
+    assert titles(network.texts()) == NEWEST_THREE
+    assert titles(texts_of(world)["x"]) == NEWEST_THREE
+    assert queue_counts(world["stack"].dlq_url) == (0, 0)
