@@ -115,7 +115,7 @@ def publisher_for(fake: FakeBluesky, sessions: Any, *, password: str = PASSWORD)
         base_url=fake.base_url,
         sessions=sessions,
         timeout=(2.0, 5.0),
-        secret_path="/bmsuploader/bsky",
+        secret_path="/bmsuploader/destinations/bsky",
         clock=lambda: NOW,
     )
 
@@ -339,7 +339,7 @@ def test_a_wrong_app_password_is_an_auth_error_naming_the_fix(
     with pytest.raises(AuthError) as caught:
         publisher_for(fake, sessions, password=wrong).publish(post())
     message = str(caught.value)
-    assert "App passwords" in message and "/bmsuploader/bsky/app_password" in message
+    assert "App passwords" in message and "/bmsuploader/destinations/bsky/app_password" in message
     assert "AuthenticationRequired" in message
     assert wrong not in message and wrong not in "".join(traceback.format_exception(caught.value))
     assert fake.posts == [] and sessions.saves == 0
@@ -616,7 +616,7 @@ def test_bluesky_length_is_graphemes_or_bytes_over_ten() -> None:
 
 
 def test_build_talks_to_the_fake_when_told_and_to_the_pds_otherwise() -> None:
-    destination = Destination(name="bsky", kind="bluesky", secret="/bmsuploader/bsky")
+    destination = Destination(name="bsky", kind="bluesky", secret="/bmsuploader/destinations/bsky")
     secrets = {"identifier": "bot.bsky.social", "app_password": PASSWORD}
     to_fake = bluesky.build(
         destination, secrets, NetworkContext(MemorySessions(), base_urls={"bluesky": "http://127.0.0.1:1"})
@@ -647,10 +647,12 @@ def test_the_poster_path_reads_ssm_and_keeps_the_session_in_dynamodb(
 
     ssm = boto3.client("ssm")
     for name, value in (("identifier", fake.handle), ("app_password", PASSWORD)):
-        ssm.put_parameter(Name=f"/bmsuploader/bsky/{name}", Value=value, Type="SecureString", Overwrite=True)
+        ssm.put_parameter(
+            Name=f"/bmsuploader/destinations/bsky/{name}", Value=value, Type="SecureString", Overwrite=True
+        )
     parameters.clear_caches()
     settings = PosterSettings.from_env()
-    destination = Destination(name="bsky", kind="bluesky", secret="/bmsuploader/bsky")
+    destination = Destination(name="bsky", kind="bluesky", secret="/bmsuploader/destinations/bsky")
     for entry in range(3):  # three cold starts: new context, store and publisher each time
         context = NetworkContext(Sessions(stack.table_name), base_urls={"bluesky": fake.base_url})
         publisher = destinations.publisher_for(settings, destination, context)

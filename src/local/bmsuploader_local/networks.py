@@ -62,7 +62,23 @@ def _misskey() -> tuple[LoopbackService, Callable[[Any], LocalNetwork]]:
     return FakeMisskey(), ready
 
 
+def _bluesky() -> tuple[LoopbackService, Callable[[Any], LocalNetwork]]:
+    from bmsuploader_local.fake_bluesky import FakeBluesky
+
+    def ready(fake: Any) -> LocalNetwork:
+        return LocalNetwork(
+            "bluesky",
+            fake,
+            {"identifier": fake.handle, "app_password": fake.app_password},
+            lambda: [p["text"] for p in fake.posts],
+            fake.base_url,
+        )
+
+    return FakeBluesky(), ready
+
+
 FAKES: dict[str, Callable[[], tuple[LoopbackService, Callable[[Any], LocalNetwork]]]] = {
+    "bluesky": _bluesky,
     "mastodon": _mastodon,
     "misskey": _misskey,
 }
