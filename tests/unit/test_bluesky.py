@@ -19,6 +19,7 @@ import pytest
 from aws_lambda_powertools.utilities import parameters
 
 from bmsuploader.config.destinations import Destination
+from bmsuploader.contract import clock as contract_clock
 from bmsuploader.contract.errors import (
     AuthError,
     ConfigError,
@@ -131,14 +132,18 @@ def publisher(fake: FakeBluesky, sessions: MemorySessions) -> BlueskyPublisher:
 def test_a_post_is_a_record_under_its_tid_with_the_at_uri_as_id(
     publisher: BlueskyPublisher, fake: FakeBluesky
 ) -> None:
-    result = publisher.publish(post())
+    contract_clock.use(lambda: datetime(2026, 11, 29, 9, 30, tzinfo=UTC))  # hours after the fetch
+    try:
+        result = publisher.publish(post())
+    finally:
+        contract_clock.use(None)
     [stored] = fake.posts
     assert result == PublishResult(tweet_id=f"at://{fake.did}/app.bsky.feed.post/{tid_for(post())}")
     assert stored["uri"] == result.tweet_id
     record = stored["record"]
     assert record["$type"] == "app.bsky.feed.post"
     assert record["text"] == JAPANESE
-    assert record["createdAt"] == "2026-11-29T03:04:05.678Z"
+    assert record["createdAt"] == "2026-11-29T09:30:00.000Z"  # when posted: never backdated
     assert record["langs"] == ["ja"]  # the post has kana
 
 

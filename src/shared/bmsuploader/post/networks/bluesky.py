@@ -74,6 +74,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from bmsuploader.config.destinations import Destination
+from bmsuploader.contract import clock as contract_clock
 from bmsuploader.contract.errors import (
     AuthError,
     ConfigError,
@@ -321,8 +322,13 @@ def tid_for(post: PostRequest) -> str:
 _KANA = re.compile(r"[\u3041-\u309f\u30a0-\u30ff\u31f0-\u31ff\uff66-\uff9d]")
 
 
-def record_for(post: PostRequest) -> dict[str, Any]:
+def record_for(post: PostRequest, *, posted_at: datetime | None = None) -> dict[str, Any]:
     """The ``app.bsky.feed.post`` record: text, createdAt, one link facet, ``langs``.
+
+    ``createdAt`` is when it is posted (default: now, on :mod:`bmsuploader.contract.clock`),
+    not when the entry was fetched: timelines sort by the earlier of ``createdAt`` and the
+    time the network received it, so a post delayed by an outage would otherwise appear
+    backdated, below newer posts. The record key, not the time, keeps it once.
 
     ``langs`` is ``["ja"]`` when the post has kana (clients filter feeds by it), else
     left out: a post without ``langs`` is shown to readers of every language.
@@ -330,7 +336,9 @@ def record_for(post: PostRequest) -> dict[str, Any]:
     record: dict[str, Any] = {
         "$type": COLLECTION,
         "text": post.text,
-        "createdAt": _utc(post.created_at).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "createdAt": _utc(posted_at or contract_clock.now())
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
     }
     if _KANA.search(post.text):
         record["langs"] = ["ja"]
