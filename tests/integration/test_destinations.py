@@ -45,6 +45,11 @@ name = "io"
 kind = "misskey"
 instance = "https://misskey.example"
 secret = "/bmsuploader/destinations/io"
+
+[[destination]]
+name = "hook"
+kind = "discord"
+secret = "/bmsuploader/destinations/hook"
 """
 
 
@@ -107,6 +112,7 @@ def test_each_entry_is_posted_once_on_every_network_in_order(
         "bluesky": NEWEST_THREE,
         "mastodon": NEWEST_THREE,
         "misskey": NEWEST_THREE,
+        "discord": NEWEST_THREE,
     }
     # A second run finds nothing new and posts nothing anywhere.
     assert run_fetcher()["sources"][0]["enqueued"] == 0

@@ -77,8 +77,24 @@ def _bluesky() -> tuple[LoopbackService, Callable[[Any], LocalNetwork]]:
     return FakeBluesky(), ready
 
 
+def _discord() -> tuple[LoopbackService, Callable[[Any], LocalNetwork]]:
+    from bmsuploader_local.fake_discord import FakeDiscord
+
+    def ready(fake: Any) -> LocalNetwork:
+        return LocalNetwork(
+            "discord",
+            fake,
+            {"webhook_url": fake.webhook_url},  # discord.com's URL: the publisher sends it to base_url
+            lambda: [p["content"] for p in fake.posts],
+            fake.base_url,
+        )
+
+    return FakeDiscord(), ready
+
+
 FAKES: dict[str, Callable[[], tuple[LoopbackService, Callable[[Any], LocalNetwork]]]] = {
     "bluesky": _bluesky,
+    "discord": _discord,
     "mastodon": _mastodon,
     "misskey": _misskey,
 }
