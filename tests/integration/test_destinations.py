@@ -8,6 +8,7 @@ the other networks' fake servers, all over loopback HTTP.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ def world(
         networks = running.enter_context(start_networks(load_sources(path).destinations))
         monkeypatch.setenv("X_API_BASE_URL", fake_x.base_url)
         monkeypatch.setenv("NETWORK_BASE_URLS", base_urls(networks))
-        yield {"stack": stack, "x": fake_x, **networks}
+        yield {"stack": stack, "x": fake_x, "sources_file": path, **networks}
 
 
 def texts_of(world: dict[str, Any]) -> dict[str, list[str]]:
@@ -166,3 +167,48 @@ def test_a_post_the_network_took_before_the_connection_dropped_is_never_posted_a
     assert titles(network.texts()) == NEWEST_THREE
     assert titles(texts_of(world)["x"]) == NEWEST_THREE
     assert queue_counts(world["stack"].dlq_url) == (0, 0)
+
+
+def test_a_discord_post_that_may_exist_waits_for_the_operator_and_redrive_asks_nothing_twice(
+    world: dict[str, Any], run_fetcher: Callable[..., dict[str, Any]]
+) -> None:
+    from bmsuploader.aws.idempotency import Attempts, PostRecords
+    from bmsuploader.aws.queue import DeadLetters, EntryQueue
+    from bmsuploader.contract.settings import LambdaEnvironment
+    from bmsuploader.ops import redrive
+    from bmsuploader_local.fake_discord import FakeDiscord
+
+    stack = world["stack"]
+    discord: LocalNetwork = world["discord"]
+    # The first post is taken, then the connection drops: a webhook cannot be asked whether it
+    # exists, so the retry dead-letters it ("may already be posted") rather than post it twice.
+    discord.fake.script(FakeDiscord.accept_then_drop())
+    run_fetcher()
+    run_until_quiet(world)
+
+    assert titles(discord.texts()) == NEWEST_THREE  # the first one was taken, once
+    assert titles(texts_of(world)["misskey"]) == NEWEST_THREE  # the others never waited
+    dead = DeadLetters(stack.dlq_url).peek(hold_seconds=1, expected=1)
+    assert [d.group_id for d in dead] == ["uploader~hook"]
+    assert "may have been accepted (its outcome is unknown)" in (dead[0].reason or "")
+
+    # The operator redrives it anyway (say the channel lost it). Its next attempt fails once
+    # (429): without the cleared mark it would go straight back as "may already be posted".
+    sources = load_sources(world["sources_file"])
+    poster = LambdaEnvironment.from_env().aws_lambda_function_name  # as the poster reads it here
+    records = PostRecords(stack.idempotency_table, poster)
+    attempts = Attempts(stack.idempotency_table, poster)
+    time.sleep(1.5)  # the look above holds it for a second
+    _candidates, outcome = redrive.redrive(
+        DeadLetters(stack.dlq_url),
+        lambda letter: redrive.decide(letter, records, sources, None),
+        EntryQueue(stack.queue_url),
+        forget=lambda m: attempts.forget_unknown(m.source, m.entry_id, m.destination),
+    )
+    assert outcome is not None and len(outcome.redriven) == 1 and not outcome.failed
+    discord.fake.script(FakeDiscord.rate_limited(retry_after=1.0))
+    run_until_quiet(world)
+
+    assert titles(discord.texts()) == [*NEWEST_THREE, "up00028.zip"]  # what the operator asked
+    assert queue_counts(stack.dlq_url) == (0, 0)
+    assert queue_counts(stack.queue_url) == (0, 0)

@@ -8,7 +8,7 @@
     bmsuploader serve-local [--aws-port 5000] [--site-port 8080] [--x-port 8081]
     bmsuploader status  [STACK] [--json]
     bmsuploader explain [STACK] SOURCE ENTRY_ID [--destination NAME] [--json]
-    bmsuploader redrive [STACK] [--message-id ID ...] [--preview] [--yes] [--json]
+    bmsuploader redrive [STACK] [--message-id ID ...] [--discard] [--preview] [--yes] [--json]
 
     STACK: [--stack NAME] [--region R] [--profile P] [--config-env ENV]  (default: samconfig.toml)
            or --local [--state-dir .local-run]  (the stack `make run` left behind)
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bmsuploader.config.sources import Source, SourcesConfig, load_sources
-from bmsuploader.contract.errors import BmsUploaderError
+from bmsuploader.contract.errors import BmsUploaderError, ConfigError
 from bmsuploader.contract.message import EntryMessage
 from bmsuploader.contract.settings import SourcesSettings
 
@@ -247,22 +247,26 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
-    from bmsuploader.aws.idempotency import PostRecords
+    from bmsuploader.aws.idempotency import Attempts, PostRecords
     from bmsuploader.aws.queue import DeadLetters, EntryQueue
     from bmsuploader.ops import redrive
 
     chosen = set(args.message_id) if args.message_id else None
+    if args.discard and not chosen:
+        raise ConfigError("redrive --discard drops only the messages named with --message-id")
     with _stack(args, writes=args.yes) as (deployment, session, sources):
         dynamodb, sqs = session.client("dynamodb"), session.client("sqs")
         records = PostRecords(deployment.poster.idempotency_table, deployment.poster_function_name, dynamodb)
         dead_letters = DeadLetters(deployment.poster.dlq_url, sqs)
         held = dead_letters.depth().in_flight
+        attempts = Attempts(deployment.poster.idempotency_table, deployment.poster_function_name, dynamodb)
         queue = EntryQueue(deployment.poster.queue_url, sqs) if args.yes else None
         candidates, outcome = redrive.redrive(
             dead_letters,
-            lambda letter: redrive.decide(letter, records, sources, chosen),
+            lambda letter: redrive.decide(letter, records, sources, chosen, discard=args.discard),
             queue,
             chosen=chosen,
+            forget=lambda m: attempts.forget_unknown(m.source, m.entry_id, m.destination),
         )
     missing = sorted((chosen or set()) - {c.letter.message_id for c in candidates})
     if args.json:
@@ -323,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--message-id", action="append", help="only this dead-letter message (repeatable; default: all)"
     )
     redrive.add_argument("--preview", action="store_true", help="show how each would render now")
+    redrive.add_argument(
+        "--discard",
+        action="store_true",
+        help="drop the --message-id messages instead (their post is already there: a Discord "
+        "message that may have been posted)",
+    )
     redrive.add_argument("--yes", action="store_true", help="act (default: a dry run that changes nothing)")
     redrive.set_defaults(func=cmd_redrive)
     return parser

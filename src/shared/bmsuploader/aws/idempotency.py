@@ -154,3 +154,10 @@ class Attempts:
                 "status": {"S": "UNKNOWN_OUTCOME"},
             },
         )
+
+    def forget_unknown(self, source: str, entry_id: str, destination: str | None) -> None:
+        """Clear the mark (``bmsuploader redrive``: the operator has looked)."""
+        self.client.delete_item(
+            TableName=self.table_name,
+            Key={"id": {"S": self._key(source, entry_id, destination) + UNKNOWN_SUFFIX}},
+        )

@@ -11,6 +11,8 @@ does not match the message schema, or       keep      it would come straight bac
 renders to no valid post with the current             fix sources.toml (or upgrade) first
 sources file
 not chosen (``--message-id``)               keep      left as it was
+chosen with ``--discard``                   drop      the operator found the post already
+                                                      there (a network that cannot check)
 anything else                               redrive   sent to the queue, then deleted here
 ==========================================  ========  ====================================
 
@@ -19,7 +21,10 @@ their order within their source and get a fresh deduplication id
 (:func:`~bmsuploader.contract.message.redrive_deduplication_id`): the first
 send's id may still be inside SQS's 5-minute window. A message is deleted from
 the dead-letter queue only after the queue accepted its copy, so an interrupted
-redrive loses nothing, and running it again is dropped by SQS as a repeat.
+redrive loses nothing, and running it again is dropped by SQS as a repeat. A redriven
+message's "outcome unknown" mark (:class:`~bmsuploader.aws.idempotency.Attempts`) is
+cleared: the operator has looked, so a later transient failure must not send it back here
+as "may already be posted".
 
 SQS FIFO hands out at most 10 messages of a source at a time while others are
 held (:class:`~bmsuploader.aws.queue.DeadLetters`), so a look shows the oldest
@@ -71,11 +76,18 @@ class Candidate:
 
 
 def decide(
-    letter: DeadLetter, records: PostRecords, sources: SourcesConfig | None, chosen: set[str] | None
+    letter: DeadLetter,
+    records: PostRecords,
+    sources: SourcesConfig | None,
+    chosen: set[str] | None,
+    *,
+    discard: bool = False,
 ) -> Candidate:
     source, entry_id = message_identity(letter.body)
     if chosen is not None and letter.message_id not in chosen:
         return Candidate(letter, None, source, entry_id, KEEP, "not chosen")
+    if discard:
+        return Candidate(letter, None, source, entry_id, DROP, "discarded on request (--discard)")
     try:
         message = parse_message(letter.body)
     except BmsUploaderError as exc:
@@ -113,7 +125,12 @@ class Outcome:
     failed: list[tuple[Candidate, str]]
 
 
-def execute(candidates: Sequence[Candidate], dead_letters: DeadLetters, queue: EntryQueue) -> Outcome:
+def execute(
+    candidates: Sequence[Candidate],
+    dead_letters: DeadLetters,
+    queue: EntryQueue,
+    forget: Callable[[EntryMessage], None] | None = None,
+) -> Outcome:
     """Act on one look's decisions: send, then delete; drop; release the rest."""
     outcome = Outcome([], [], [], [])
     to_delete: list[Candidate] = []
@@ -137,6 +154,18 @@ def execute(candidates: Sequence[Candidate], dead_letters: DeadLetters, queue: E
         unsent.difference_update(id(c) for c in sent)
         to_delete.extend(sent)
         outcome.redriven.extend(sent)
+        for c in sent:
+            if forget is not None and c.message is not None:
+                try:
+                    forget(c.message)
+                except Exception as exc:  # noqa: BLE001 - reported, the message is sent either way
+                    outcome.failed.append(
+                        (
+                            c,
+                            f"sent, but its outcome-unknown mark could not be cleared ({exc}): "
+                            "should it fail once more it comes back here",
+                        )
+                    )
         if result.failed:
             left = [c for c in redrives if id(c) in unsent]
             outcome.failed.extend((c, f"not sent: {result.failed[0][1]}") for c in left)
@@ -161,6 +190,7 @@ def redrive(
     queue: EntryQueue | None,
     *,
     chosen: set[str] | None = None,
+    forget: Callable[[EntryMessage], None] | None = None,
 ) -> tuple[list[Candidate], Outcome | None]:
     """Look (``queue`` None: a dry run) or act, pass after pass, until nothing more moves.
 
@@ -177,7 +207,7 @@ def redrive(
         letters = _look(dead_letters)
         candidates = [decide_one(letter) for letter in letters]
         seen.update((c.letter.message_id, c) for c in candidates)
-        outcome = execute(candidates, dead_letters, queue)
+        outcome = execute(candidates, dead_letters, queue, forget)
         total.redriven += outcome.redriven
         total.dropped += outcome.dropped
         total.failed += outcome.failed
