@@ -251,7 +251,7 @@ def test_make_run_then_make_status_and_explain_read_what_the_run_left(
 
     monkeypatch.delenv("SOURCES_FILE", raising=False)
     assert run_local(state_dir=tmp_path) == 0
-    posted = re.findall(r"tweet (\d+)", capsys.readouterr().out)
+    posted = re.findall(r"\[posted\] x\s+length\s+\d+\s+id (\d+)", capsys.readouterr().out)
 
     assert main(["status", "--local", "--state-dir", str(tmp_path), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
@@ -261,7 +261,8 @@ def test_make_run_then_make_status_and_explain_read_what_the_run_left(
         "sample-feed": 20,
         "sample-table": 30,
     }
-    assert status["spend"]["posts"] == len(posted) == 3  # the newest of each sample source
+    # the newest of each sample source; the spend counts X's posts (the other networks are free)
+    assert status["spend"]["posts"] == len(posted) == 3
     assert (status["queue"]["waiting"], status["dead_letter_queue"]["messages"]) == (0, 0)
 
     # The run's newest upload was posted: explain finds its record under the key Lambda would use.

@@ -28,8 +28,11 @@ def test_first_run_posts_the_newest_second_posts_nothing_new_upload_posts_one(
     assert run_local(state_dir=tmp_path, new_upload=True) == 0
     third = capsys.readouterr().out
 
-    # the sample sources' first_run policies: the uploader's newest 2, the table's newest chart
-    assert "poster: 3 post(s)" in first
+    # the sample sources' first_run policies: the uploader's newest 2, the table's newest chart,
+    # each on all five destinations of the sample sources
+    assert "poster: 15 post(s)" in first
+    for destination in ("x", "bluesky", "mastodon", "misskey", "discord"):
+        assert len(re.findall(rf"\[posted\] {destination}\s", first)) == 3, destination
     assert re.search(r"sample-uploader\s+20\s+2\s+2\s+0\s+baseline", first)
     assert re.search(r"sample-table\s+30\s+1\s+1\s+0\s+baseline", first)
     assert "【サンプル差分表】sl" in first
@@ -37,11 +40,11 @@ def test_first_run_posts_the_newest_second_posts_nothing_new_upload_posts_one(
     assert re.search(r"sample-uploader\s+(-|\d+)\s+0\s+0\s+0", second)
     assert re.search(r"sample-feed\s+\d+\s+0\s+0\s+0", second)
     assert re.search(r"sample-table\s+30\s+0\s+0\s+0", second)
-    # the one new upload, exactly once, on the uploader and as a chart of the table
-    assert "poster: 2 post(s)" in third
-    assert third.count("[posted]") == 2
-    assert third.count("【追加1】") == 2
-    assert all(int(w) <= 280 for w in re.findall(r"weighted\s+(\d+)/280", first + third))
+    # the one new upload, exactly once on each network, on the uploader and as a chart of the table
+    assert "poster: 10 post(s)" in third
+    assert third.count("[posted]") == 10
+    assert third.count("【追加1】") == 10
+    assert all(int(w) <= 280 for w in re.findall(r"\[posted\] x\s+length\s+(\d+)", first + third))
     assert "queue: 0 waiting, dead-letter queue: 0" in third
     assert (tmp_path / "lambda.log").read_text(encoding="utf-8").startswith("{")
 
@@ -55,7 +58,7 @@ def test_dry_run_posts_to_the_log(
 
     out = capsys.readouterr().out
     assert "X: DRY_RUN" in out
-    assert "tweet dry-run-" in out
+    assert "id dry-run-" in out
     assert "[dry-run]" in out and "[posted]" not in out
 
 
