@@ -208,7 +208,8 @@ def _report(
             file=out,
         )
     print(f"\nposter: {len(posts)} post(s)", file=out)
-    for post in sorted(posts, key=lambda p: p.get("destination", "x") != "x"):  # X first, then in order
+    # By destination (X first), each in the order posted.
+    for post in sorted(posts, key=lambda p: (p.get("destination", "x") != "x", p.get("destination", "x"))):
         label = post["outcome"].replace("_", "-")  # [posted], [dry-run], [duplicate]
         destination = post.get("destination", "x")
         print(
