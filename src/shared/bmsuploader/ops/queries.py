@@ -4,7 +4,7 @@ template.yaml saves each of them (``AWS::Logs::QueryDefinition``, over both
 functions' log groups); tests/unit/test_template.py checks that the saved text
 is this text, so the console and ``bmsuploader explain`` never drift apart.
 Every field they name is one the functions log: ``component``, ``level``,
-``source``, ``entry_id``, ``outcome``, ``tweet_id``
+``source``, ``entry_id``, ``destination`` (the poster), ``outcome``, ``tweet_id``
 (:mod:`bmsuploader.aws.observability`, :mod:`bmsuploader.contract.outcomes`).
 """
 
@@ -15,7 +15,7 @@ SOURCE_PLACEHOLDER = "SOURCE"
 ENTRY_PLACEHOLDER = "ENTRY_ID"
 
 _JOURNEY = """\
-fields @timestamp, component, level, outcome, tweet_id, message
+fields @timestamp, component, level, destination, outcome, tweet_id, message
 | filter source = "{source}" and entry_id = "{entry_id}"
 | sort @timestamp asc"""
 
@@ -26,9 +26,9 @@ fields @timestamp, source, outcome, message
 | stats count(*) as errors, latest(message) as last_message by source, component, outcome
 | sort errors desc"""
 
-#: What went to X (pick "1 day" as the range); `duplicate` = found already posted.
+#: What went to each network (pick "1 day" as the range); `duplicate` = found already posted.
 POSTS = """\
-fields @timestamp, source, entry_id, outcome, tweet_id, message
+fields @timestamp, destination, source, entry_id, outcome, tweet_id, message
 | filter component = "poster" and outcome in ["posted", "duplicate", "dry_run"]
 | sort @timestamp desc"""
 
