@@ -212,3 +212,34 @@ def test_a_discord_post_that_may_exist_waits_for_the_operator_and_redrive_asks_n
     assert titles(discord.texts()) == [*NEWEST_THREE, "up00028.zip"]  # what the operator asked
     assert queue_counts(stack.dlq_url) == (0, 0)
     assert queue_counts(stack.queue_url) == (0, 0)
+
+
+def test_a_rate_limited_network_is_not_called_again_in_the_batch_for_other_sources(
+    world: dict[str, Any], site: UploaderSite, run_fetcher: Callable[..., dict[str, Any]]
+) -> None:
+    # A second board of the same site: its entries are another group on every network.
+    path: Path = world["sources_file"]
+    board = (
+        f'\n[[source]]\nname = "board2"\nkind = "html"\npreset = "classic-cgi"\n'
+        f'url = "{site.listing_url}?board=2"\nfirst_run = {{ policy = "post_newest", count = 1 }}\n'
+    )
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("[[destination]]", board + "\n[[destination]]", 1), encoding="utf-8")
+    misskey: FakeMisskey = world["misskey"].fake
+    misskey.script(FakeMisskey.rate_limited(retry_after=30))
+    run_fetcher()
+
+    events = []
+    while (polled := poll(world["stack"]))[0]["Records"]:
+        events.append(polled[0])
+
+    # One call found the limit; the account's other group waited with the same delay, uncalled.
+    assert sum(1 for r in misskey.requests if r.endpoint.endswith("notes/create")) == 1
+    assert texts_of(world)["misskey"] == []
+    assert len(texts_of(world)["mastodon"]) == 4  # the 3 newest of the uploader, 1 of board2
+
+    for event in events:
+        time_passes(world["stack"], event)
+    run_until_quiet(world)
+    assert sorted(titles(texts_of(world)["misskey"])) == sorted(titles(texts_of(world)["mastodon"]))
+    assert len(texts_of(world)["misskey"]) == 4

@@ -119,7 +119,7 @@ class PosterBatch:
             return None
         finally:
             log.remove_keys(["message_id", "receive_count"])
-        # Completed in an earlier invocation: the idempotency record answered, X was not called.
+        # Completed in an earlier invocation: the idempotency record answered, the network was not called.
         replayed = result.invocation_id != self.invocation_id
         outcome = Outcome.DUPLICATE if replayed else result.outcome
         log.info(
