@@ -8,6 +8,7 @@ import json
 import threading
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 from bmsuploader.aws.state import SeenEntries, StateStore
 from bmsuploader.contract.errors import ConfigError
 from bmsuploader.contract.message import deduplication_id
+from bmsuploader.fetch.cycle import CONCURRENCY, PER_HOST
 from bmsuploader_local.lambda_runtime import FakeContext, load_handler
 from bmsuploader_local.uploader_site import UploaderSite
 from tests.integration.conftest import by_source, drain, scheduled_event, write_sources
@@ -47,6 +49,55 @@ def serving(body: bytes, content_type: str) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+
+
+def test_boards_listed_host_by_host_are_read_with_every_host_busy(
+    stack: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_fetcher: Run
+) -> None:
+    """A read worker waiting at a busy host's gate reads nothing. Sources are usually listed
+    host by host (a site's boards together), so the hosts take turns: all of them are read at
+    once, PER_HOST requests each, not PER_HOST or two hosts' worth at a time."""
+    hosts, boards = CONCURRENCY // PER_HOST, 4
+    lock = threading.Lock()
+    in_flight: Counter[object] = Counter()
+    most: Counter[object] = Counter()
+
+    def counted(host: int, respond: Callable[[Any], None]) -> Callable[[Any], None]:
+        def run(handler: Any) -> None:
+            with lock:
+                for key in (host, "all"):
+                    in_flight[key] += 1
+                    most[key] = max(most[key], in_flight[key])
+            try:
+                respond(handler)
+            finally:
+                with lock:
+                    in_flight[host] -= 1
+                    in_flight["all"] -= 1
+
+        return run
+
+    with contextlib.ExitStack() as running:
+        sites = [running.enter_context(UploaderSite.with_sample_uploads(3)) for _ in range(hosts)]
+        for host, site in enumerate(sites):
+            site.latency = 0.3
+            site._respond = counted(host, site._respond)  # type: ignore[method-assign]
+        path = tmp_path / "sources.toml"
+        path.write_text(
+            "".join(
+                f'[[source]]\nname = "h{host}-b{board}"\npreset = "classic-cgi"\n'
+                f'url = "{site.listing_url}?board={board}"\n\n'
+                for host, site in enumerate(sites)
+                for board in range(boards)
+            ),
+            encoding="utf-8",
+        )
+        monkeypatch.setenv("SOURCES_FILE", str(path))
+        result = run_fetcher()
+
+    assert [s["outcome"] for s in result["sources"]] == ["baseline"] * hosts * boards
+    assert max(most[host] for host in range(hosts)) == PER_HOST  # old CGI sites are not hammered
+    assert most["all"] == CONCURRENCY  # and every host is read at once
 
 
 def test_first_run_records_a_baseline_and_posts_nothing(

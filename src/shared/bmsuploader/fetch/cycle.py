@@ -11,7 +11,8 @@ The handler (``src/fetcher/app.py``) builds a :class:`FetchCycle` and calls
    in order. While some remain, new entries wait unseen, so nothing
    overtakes them.
 4. **Read** every source, concurrently (at most :data:`CONCURRENCY` at once and
-   :data:`PER_HOST` per host, so old CGI sites are not hammered): conditional GET
+   :data:`PER_HOST` per host, so old CGI sites are not hammered; hosts take
+   turns): conditional GET
    of page 1 (304 = nothing to do), parse, find the unseen ids with batched
    reads -- skipped when page 1 lists exactly the ids of the last complete run
    -- and walk older pages after a burst (:mod:`bmsuploader.fetch.catchup`).
@@ -36,6 +37,7 @@ recorded in its state; the other sources still run. An idle run (every page
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -285,7 +287,7 @@ class FetchCycle:
             first_run = state is None or not state.baseline_done
             reads.append(SourceRead(source, state or SourceState(), first_run=first_run))
         with ThreadPoolExecutor(max_workers=min(CONCURRENCY, len(reads)), thread_name_prefix="read") as pool:
-            list(pool.map(gated(self._read_first_page), reads))
+            list(pool.map(gated(self._read_first_page), _hosts_in_turn(reads)))
             asking = [r for r in reads if r.needs_unseen]
             if asking:
                 unseen = self.store.seen.unseen_by_source(
@@ -293,7 +295,8 @@ class FetchCycle:
                 )
                 for read in asking:
                     read.unseen_ids = unseen[read.source.name]
-            list(pool.map(gated(self._walk), [r for r in reads if r.unseen_ids is not None]))
+            walking = [r for r in reads if r.unseen_ids is not None]
+            list(pool.map(gated(self._walk), _hosts_in_turn(walking)))
         return reads
 
     def _read_first_page(self, read: SourceRead) -> None:
@@ -651,3 +654,14 @@ def listing_key(entries: list[Entry]) -> str:
 def _host(source: Source) -> str:
     """The per-host gate's key: host and port of the listing."""
     return urlsplit(source.url).netloc
+
+
+def _hosts_in_turn(reads: list[SourceRead]) -> list[SourceRead]:
+    """``reads`` with their hosts taking turns (each host's in source order): the pool's workers
+    take work in this order, and a worker waiting at a busy host's gate reads nothing, so sources
+    listed host by host would otherwise be read a host or two at a time."""
+    by_host: dict[str, list[SourceRead]] = {}
+    for read in reads:
+        by_host.setdefault(_host(read.source), []).append(read)
+    turns = itertools.zip_longest(*by_host.values())
+    return [read for turn in turns for read in turn if read is not None]
