@@ -152,12 +152,22 @@ def test_many_sources_cost_what_changed_not_what_is_configured(
 
         idle = counted_run(app)
         sites[0].add_upload("★1 one board changed")  # every board of host 0 lists it
+        asked: list[str] = []
+
+        def ids_asked(params: dict[str, Any], **_: Any) -> None:
+            asked.extend(key["sk"]["S"] for keys in params["RequestItems"].values() for key in keys["Keys"])
+
+        client = app._cycle().store.seen.client
+        client.meta.events.register("before-parameter-build.dynamodb.BatchGetItem", ids_asked)
         busy = counted_run(app)
+        client.meta.events.unregister("before-parameter-build.dynamodb.BatchGetItem", ids_asked)
 
     # 30 states and the lease release: 31 writes, 25 per BatchWriteItem.
     assert idle == Counter({"dynamodb:PutItem": 1, "dynamodb:BatchGetItem": 1, "dynamodb:BatchWriteItem": 2})
-    # 10 sources changed: their 60 ids in one shared read, the 10 new entries in one send
-    # and one mark (batched across sources); the states as before.
+    # 10 sources changed: one shared read of their 10 new ids (the other 50 ids on their page 1
+    # were on it at the last run, all seen), the 10 new entries in one send and one mark
+    # (batched across sources); the states as before.
+    assert sorted(k for k in asked if k.startswith("ENTRY#")) == ["ENTRY#00006"] * 10
     assert busy == Counter(
         {
             "dynamodb:PutItem": 1,

@@ -12,11 +12,11 @@ The handler (``src/fetcher/app.py``) builds a :class:`FetchCycle` and calls
    overtakes them.
 4. **Read** every source, concurrently (at most :data:`CONCURRENCY` at once and
    :data:`PER_HOST` per host, so old CGI sites are not hammered; hosts take
-   turns): conditional GET
-   of page 1 (304 = nothing to do), parse, find the unseen ids with batched
-   reads -- skipped when page 1 lists exactly the ids of the last complete run
-   -- and walk older pages after a burst (:mod:`bmsuploader.fetch.catchup`).
-   Reading sends and writes nothing.
+   turns): conditional GET of page 1 (304 = nothing to do), parse, find the
+   unseen ids with reads batched across sources -- asking only about ids that
+   were not on page 1 at the last complete run, so nothing when it lists
+   exactly those -- and walk older pages after a burst
+   (:mod:`bmsuploader.fetch.catchup`). Reading sends and writes nothing.
 5. **Announce**, one source after another in configuration order (the run's
    cap is shared in that order): plan (:mod:`bmsuploader.fetch.dedup`), send
    oldest first with SendMessageBatch, one message per destination that carries
@@ -140,8 +140,9 @@ class SourceRead:
     listing_key: str | None = None
     #: validators of the URLs page 1 leads to (a table's header and data)
     linked: tuple[tuple[str, Validators], ...] = ()
-    #: page 1 changed since the last complete run: ask DynamoDB which ids are unseen
-    needs_unseen: bool = False
+    #: the ids of page 1 DynamoDB is asked about: none when page 1 lists exactly the ids of
+    #: the last complete run, else those not among them (every one of those is seen)
+    unknown_ids: list[str] = field(default_factory=list)
     unseen_ids: set[str] | None = None
     error: SourceError | None = None
     unexpected: Exception | None = None
@@ -199,6 +200,7 @@ class FetchCycle:
     #: where entries are announced: one message per (entry, destination that carries its source)
     destinations: tuple[Destination, ...] = DEFAULT_DESTINATIONS
     _time_left: Callable[[], float] = field(default=lambda: math.inf, init=False, repr=False)
+    _fingerprints: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     def run(
         self, *, owner: str, lease_seconds: int, time_left: Callable[[], float] = lambda: math.inf
@@ -288,11 +290,9 @@ class FetchCycle:
             reads.append(SourceRead(source, state or SourceState(), first_run=first_run))
         with ThreadPoolExecutor(max_workers=min(CONCURRENCY, len(reads)), thread_name_prefix="read") as pool:
             list(pool.map(gated(self._read_first_page), _hosts_in_turn(reads)))
-            asking = [r for r in reads if r.needs_unseen]
+            asking = [r for r in reads if r.unknown_ids]
             if asking:
-                unseen = self.store.seen.unseen_by_source(
-                    {r.source.name: [e.entry_id for e in r.listed] for r in asking}
-                )
+                unseen = self.store.seen.unseen_by_source({r.source.name: r.unknown_ids for r in asking})
                 for read in asking:
                     read.unseen_ids = unseen[read.source.name]
             walking = [r for r in reads if r.unseen_ids is not None]
@@ -311,7 +311,7 @@ class FetchCycle:
             return
         # Validators are kept for the URL and parsing config they validated: after
         # a config change the old ETag must not turn the new page into a 304.
-        known = not read.first_run and state.validators_for == page_fingerprint(source)
+        known = not read.first_run and state.validators_for == self._fingerprint(source)
         table = None
         if source.kind == "bmstable":  # page, header, data: see bmsuploader.fetch.tables
             table = read_table(
@@ -346,13 +346,22 @@ class FetchCycle:
         read.listing_key = listing_key(read.listed)
         if read.first_run:
             read.report.outcome = "baseline"
-        # The very ids of the last complete run are all seen: no read needed.
-        read.needs_unseen = not read.first_run and not (known and read.listing_key == state.listing_key)
+        elif not (known and read.listing_key == state.listing_key):
+            # The ids of the last complete run's page 1 are all seen: ask only about the others
+            # (none at all when page 1 lists exactly those ids).
+            read.unknown_ids = [e.entry_id for e in read.listed if e.entry_id not in state.listed_ids]
 
     def _walk(self, read: SourceRead) -> None:
         assert read.page is not None and read.unseen_ids is not None
         assert read.parsed is not None
         read.unseen = self._catch_up(read.source, read.parsed, read.unseen_ids, read.report)
+
+    def _fingerprint(self, source: Source) -> str:
+        """:func:`page_fingerprint`, once per source for the container's life (sources never change)."""
+        fingerprint = self._fingerprints.get(source.name)
+        if fingerprint is None:
+            fingerprint = self._fingerprints[source.name] = page_fingerprint(source)
+        return fingerprint
 
     def _fetch_budget(self) -> float:
         """Seconds a fetch may take now without starving the run's last writes."""
@@ -578,12 +587,19 @@ class FetchCycle:
             return self._source_failed(state, report, read.error, now)
         if read.page is None:  # out of time
             return None
-        fingerprint = page_fingerprint(read.source)
+        fingerprint = self._fingerprint(read.source)
         if read.page.not_modified:
             self.logger.info(
                 "listing not modified since last run (HTTP 304)", extra={"outcome": "not_modified"}
             )
-            return state.succeeded(now, read.page.validators, fingerprint, state.listing_key, read.linked)
+            return state.succeeded(
+                now,
+                read.page.validators,
+                fingerprint,
+                state.listing_key,
+                read.linked,
+                listed_ids=state.listed_ids,
+            )
         assert plan is not None
         report.deferred = len(plan.send) - report.enqueued + len(plan.deferred)
         for entry in plan.deferred:
@@ -598,6 +614,7 @@ class FetchCycle:
             fingerprint,
             read.listing_key if complete else None,
             read.linked if complete else (),
+            listed_ids=(e.entry_id for e in read.listed) if complete else (),
             found_new=report.new > 0,
         )
         self.logger.info(

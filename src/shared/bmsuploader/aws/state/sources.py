@@ -10,13 +10,19 @@ reported silent (:meth:`SourceState.silent`).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from bmsuploader.aws.state.budget import CONTROL_KEY, PosterControl, control_from_item
 from bmsuploader.aws.state.table import StateTable, n, s, source_pk
+
+#: Page 1's ids are kept with a source's state up to this many bytes: a listing's 20-50 short
+#: ids fit, and the item (about 400 bytes without them) stays within one write unit (1 KB),
+#: which every run spends on every source. Longer ones (a difficulty table's thousands of md5
+#: ids) keep only ``listing_key``.
+LISTED_IDS_MAX_BYTES = 512
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,9 @@ class SourceState:
     #: digest of page 1's entry ids when every one of them was known seen: the same
     #: ids next time means nothing new, without asking DynamoDB
     listing_key: str | None = None
+    #: those ids themselves, when they fit in :data:`LISTED_IDS_MAX_BYTES`: every one is
+    #: seen, so after a change of page 1 only the ids not among them are asked about
+    listed_ids: frozenset[str] = frozenset()
     baseline_done: bool = False
     #: validators of the URLs a page links to, keyed by URL, in chain order (a difficulty
     #: table's header and data files: see bmsuploader.fetch.tables); empty for other kinds
@@ -56,9 +65,11 @@ class SourceState:
         listing_key: str | None,
         linked: tuple[tuple[str, Validators], ...] = (),
         *,
+        listed_ids: Iterable[str] = (),
         found_new: bool = False,
     ) -> SourceState:
-        """After a run. Pass empty validators and no listing key when something was left waiting.
+        """After a run. Pass empty validators and no listing key (nor ``listed_ids``, page 1's
+        ids) when something was left waiting: they vouch that every listed id is seen.
 
         ``found_new``: the run met unseen entries. A source with no ``last_new_at`` yet
         starts its silence clock now, so an upgrade never reports a source silent at once.
@@ -70,6 +81,7 @@ class SourceState:
             linked=linked,
             validators_for=validators_for if validators.etag or validators.last_modified or linked else None,
             listing_key=listing_key,
+            listed_ids=_bounded(listed_ids),
             baseline_done=True,
             last_success_at=now.isoformat(),
             last_attempt_at=now.isoformat(),
@@ -91,6 +103,12 @@ class SourceState:
             consecutive_failures=self.consecutive_failures + 1,
             last_error=error[:1000],
         )
+
+
+def _bounded(ids: Iterable[str]) -> frozenset[str]:
+    """``ids``, or none when they would make the state item large (:data:`LISTED_IDS_MAX_BYTES`)."""
+    kept = frozenset(ids)
+    return kept if sum(len(i.encode()) for i in kept) <= LISTED_IDS_MAX_BYTES else frozenset()
 
 
 class SourceStates(StateTable):
@@ -121,6 +139,8 @@ class SourceStates(StateTable):
             "last_new_at": state.last_new_at,
         }
         values.update({key: s(value) for key, value in optional.items() if value})
+        if state.listed_ids:  # a string set cannot be empty
+            values["listed_ids"] = {"SS": sorted(state.listed_ids)}
         return values
 
     def run_state(self, names: Sequence[str], month: str) -> tuple[dict[str, SourceState], PosterControl]:
@@ -146,6 +166,7 @@ def _state_from_item(item: dict[str, Any]) -> SourceState:
         validators=Validators(etag=text("etag"), last_modified=text("last_modified")),
         validators_for=text("validators_for"),
         listing_key=text("listing_key"),
+        listed_ids=frozenset(item.get("listed_ids", {}).get("SS", ())),
         linked=tuple(
             (url, Validators(etag=etag, last_modified=modified))
             for url, etag, modified in json.loads(text("linked") or "[]")
