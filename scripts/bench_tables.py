@@ -8,86 +8,59 @@ over the sample site's table (moto server, no network), then the parse time of t
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src" / "shared"), str(ROOT / "src" / "local"), str(ROOT)]
-os.environ.update(
-    AWS_ACCESS_KEY_ID="bench",
-    AWS_SECRET_ACCESS_KEY="bench",
-    AWS_DEFAULT_REGION="ap-northeast-1",
-    POWERTOOLS_METRICS_DISABLED="true",
-    POWERTOOLS_LOG_LEVEL="ERROR",
-)
+from bench_env import CALLS, clear_counts, count_every_aws_call, local_stack, quiet, scheduled_event
+
 CHARTS = 5000
-CALLS: Counter[str] = Counter()
-
-
-def _count_every_aws_call() -> None:
-    from botocore.client import BaseClient
-
-    original = BaseClient._make_api_call
-
-    def counted(self: Any, operation_name: str, api_params: Any) -> Any:
-        CALLS[operation_name] += 1
-        return original(self, operation_name, api_params)
-
-    BaseClient._make_api_call = counted  # type: ignore[method-assign]
 
 
 def main() -> int:
-    import contextlib
-
     import httpx
 
     from bmsuploader.config.sources import parse_sources
     from bmsuploader.fetch.json_parsing import TableHeader, parse_charts
-    from bmsuploader_local.aws import provision_stack, start_moto_server
     from bmsuploader_local.lambda_runtime import FakeContext, load_handler
     from bmsuploader_local.uploader_site import UploaderSite
 
-    server, endpoint = start_moto_server()
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
-    event = json.loads((ROOT / "events" / "fetcher-schedule.json").read_text())
-    try:
-        resources = provision_stack(ROOT / "template.yaml", stack_name="bench-tables")
-        os.environ.update(resources.environment())
-        with UploaderSite.with_sample_uploads(CHARTS) as site, tempfile.TemporaryDirectory() as tmp:
-            sources = Path(tmp) / "sources.toml"
-            sources.write_text(f'[[source]]\nname = "table"\npreset = "bmstable"\nurl = "{site.table_url}"\n')
-            os.environ.update(SOURCES_FILE=str(sources), DRY_RUN="true")
-            fetcher = load_handler("fetcher")
-            _count_every_aws_call()
+    event = scheduled_event()
+    with (
+        local_stack("bench-tables"),
+        UploaderSite.with_sample_uploads(CHARTS) as site,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        sources = Path(tmp) / "sources.toml"
+        sources.write_text(f'[[source]]\nname = "table"\npreset = "bmstable"\nurl = "{site.table_url}"\n')
+        os.environ.update(SOURCES_FILE=str(sources), DRY_RUN="true")
+        fetcher = load_handler("fetcher")
+        count_every_aws_call()
 
-            def run(label: str) -> None:
-                CALLS.clear()
-                site.requests.clear()
-                started = time.perf_counter()
-                with Path(os.devnull).open("w") as devnull, contextlib.redirect_stdout(devnull):
-                    result = fetcher.lambda_handler(event, FakeContext(timeout_seconds=120))
-                wall = time.perf_counter() - started
-                (report,) = result["sources"]
-                print(
-                    f"  {label:<28} {sum(CALLS.values()):>3} AWS calls {dict(sorted(CALLS.items()))}; "
-                    f"HTTP {len(site.requests)} requests; outcome {report['outcome']}, "
-                    f"enqueued {report['enqueued']}; {wall:.2f} s"
-                )
+        def run(label: str) -> None:
+            clear_counts()
+            site.requests.clear()
+            started = time.perf_counter()
+            with quiet():
+                result = fetcher.lambda_handler(event, FakeContext(timeout_seconds=120))
+            wall = time.perf_counter() - started
+            (report,) = result["sources"]
+            print(
+                f"  {label:<28} {sum(CALLS.values()):>3} AWS calls {dict(sorted(CALLS.items()))}; "
+                f"HTTP {len(site.requests)} requests; outcome {report['outcome']}, "
+                f"enqueued {report['enqueued']}; {wall:.2f} s"
+            )
 
-            print(f"fetcher runs over a {CHARTS:,}-chart table")
-            run("first run (baseline)")
-            run("idle (304 x 3)")
-            site.add_upload("★12 new chart")
-            run("one chart added")
-            run("idle again")
+        print(f"fetcher runs over a {CHARTS:,}-chart table")
+        run("first run (baseline)")
+        run("idle (304 x 3)")
+        site.add_upload("★12 new chart")
+        run("one chart added")
+        run("idle again")
 
-            data = httpx.get(f"{site.base_url}/table/data/charts.json").text
+        data = httpx.get(f"{site.base_url}/table/data/charts.json").text
         table = parse_sources({"source": [{"name": "t", "preset": "bmstable", "url": "https://t.example/"}]})
         source = table.sources[0]
         header = TableHeader("t", "sl", "https://t.example/data.json")
@@ -100,8 +73,6 @@ def main() -> int:
             f"parse of the data JSON ({len(data.encode()) / 1_048_576:.2f} MiB, {len(entries):,} charts): "
             f"{per_parse * 1000:.0f} ms (mean of {rounds})"
         )
-    finally:
-        server.stop()
     return 0
 
 
