@@ -370,9 +370,11 @@ def package_sizes() -> bool:
             ok = size / 1_048_576 <= POSTER_PACKAGE_BUDGET_MIB
             passed = passed and ok
             budget = f"(budget <= {POSTER_PACKAGE_BUDGET_MIB:.0f} MiB)  {_verdict(ok)}"
+        # The budget was set when the build shipped no byte-code; what it adds is printed apart.
+        pyc_bytes = sum(f.stat().st_size for f in folder.rglob("*.pyc"))
         print(
-            f"  {name:<16} {size / 1_048_576:6.1f} MiB in {files} files, "
-            f"{pycs} .pyc for {sources} .py  {budget}"
+            f"  {name:<16} {size / 1_048_576:6.1f} MiB ({(size - pyc_bytes) / 1_048_576:.1f} without "
+            f"byte-code) in {files} files, {pycs} .pyc for {sources} .py  {budget}"
         )
         compiled = compiled and pycs >= sources
     print(f"  byte-code for every module (scripts/check_build.py checks each one)  {_verdict(compiled)}")
