@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.idempotency import idempotent_function as i
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from bmsuploader.aws import clients
 from bmsuploader.aws.idempotency import Attempts, announce_config
 from bmsuploader.aws.observability import make_logger, make_metrics
 from bmsuploader.aws.queue import QueueControl
@@ -39,11 +40,14 @@ processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 processor.raise_on_entire_batch_failure = False
 # Keyed on (source, entry id[, destination]); the record outlives any redelivery (SQS keeps 14 days).
 idempotency = announce_config()
+# One DynamoDB client for the idempotency records, the state table and the attempt marks: a
+# client loads DynamoDB's service model (~100 ms), and Powertools would otherwise build its own.
+dynamodb = clients.dynamodb()
 
 
 @cache
 def poster() -> Poster:
-    store = StateStore.on(settings.table_name)
+    store = StateStore.on(settings.table_name, dynamodb)
     context = NetworkContext(sessions=store.sessions, base_urls=settings.network_base_urls)
     announcer = Announcer(
         load_sources(settings.sources_file),
@@ -53,14 +57,16 @@ def poster() -> Poster:
         clock.now,
     )
     queue = QueueControl(settings.queue_url, settings.dlq_url)
-    attempts = Attempts(settings.idempotency_table, LambdaEnvironment.from_env().aws_lambda_function_name)
+    attempts = Attempts(
+        settings.idempotency_table, LambdaEnvironment.from_env().aws_lambda_function_name, dynamodb
+    )
     return Poster(announcer, queue, store, logger, metrics, clock.now, parameters.clear_caches, attempts)
 
 
 # The module and function names are part of every record's key (bmsuploader.aws.idempotency).
 @idempotent(  # type: ignore[untyped-decorator]  # Powertools' decorator is untyped
     data_keyword_argument="message",
-    persistence_store=DynamoDBPersistenceLayer(table_name=settings.idempotency_table),
+    persistence_store=DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=dynamodb),
     config=idempotency,
     output_serializer=PydanticSerializer(AnnounceResult),
 )
