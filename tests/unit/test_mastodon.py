@@ -141,6 +141,22 @@ def test_a_repeated_key_within_the_hour_is_the_same_status(
     assert len(fake.statuses) == 1
 
 
+def test_the_fakes_responder_answers_when_nothing_is_scripted(
+    publisher: MastodonPublisher, fake: FakeMastodon
+) -> None:
+    # How the fault test runs an outage window in virtual time: a script comes first.
+    down = True
+    fake.responder = lambda text: FakeMastodon.server_error(503) if down else None
+    fake.script(FakeMastodon.normal())
+    assert publisher.publish(_post()).duplicate is False
+    with pytest.raises(UnknownOutcomeError):
+        publisher.publish(_post("another entry", key=post_key("mstdn", "example", "00124")))
+    down = False
+    publisher.publish(_post("another entry", key=post_key("mstdn", "example", "00124")))
+    assert [r.status for r in fake.requests] == [200, 503, 200]
+    assert [s["text"] for s in fake.statuses] == [_post().text, "another entry"]
+
+
 # --- a crash after Mastodon accepted the post ---------------------------------
 
 

@@ -108,6 +108,28 @@ def test_misskey_has_no_idempotency_a_repeat_posts_twice(
     assert first != second and len(fake.notes) == 2
 
 
+def test_the_fakes_responder_answers_when_nothing_is_scripted(
+    publisher: MisskeyPublisher, fake: FakeMisskey
+) -> None:
+    # How the fault test runs an outage window in virtual time: a script comes first.
+    seen: list[str | None] = []
+
+    def responder(text: str | None) -> Any:
+        seen.append(text)
+        return FakeMisskey.accept_then_drop() if len(seen) == 1 else None
+
+    fake.responder = responder
+    fake.script(FakeMisskey.server_error())
+    with pytest.raises(UnknownOutcomeError):
+        publisher.publish(_post())
+    with pytest.raises(UnknownOutcomeError):  # the responder's drop: the note exists
+        publisher.publish(_post())
+    assert publisher.publish(_post("another")).duplicate is False
+    assert seen == [_post().text, "another"]
+    assert [r.status for r in fake.requests] == [500, None, 200]
+    assert [n["text"] for n in fake.notes] == [_post().text, "another"]
+
+
 # --- a crash after Misskey accepted the note -----------------------------------
 
 

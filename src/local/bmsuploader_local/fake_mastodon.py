@@ -22,7 +22,9 @@ answers the way Mastodon does:
 Answers to ``POST /api/v1/statuses`` can be scripted, in order:
 ``fake.script(FakeMastodon.rate_limited(reset), FakeMastodon.normal())``;
 :meth:`FakeMastodon.accept_then_drop` posts the status and closes the connection
-without answering (a crash or a cut after Mastodon accepted it).
+without answering (a crash or a cut after Mastodon accepted it). When nothing is
+scripted, :attr:`FakeMastodon.responder` (if set) may answer instead: an outage window
+in a test's own (virtual) time.
 
 Run standalone with ``python -m bmsuploader_local.fake_mastodon --port 8132``; it prints
 its base URL, and ``GET /fake/posts`` lists the statuses.
@@ -184,6 +186,10 @@ class FakeMastodon(LoopbackService):
         self.statuses: list[dict[str, Any]] = []
         #: Every request received, with the status answered.
         self.requests: list[SeenRequest] = []
+        #: Asked for an answer to ``POST /api/v1/statuses`` when nothing is scripted, with the
+        #: status's text: a :class:`Scripted` or ``None`` (answer as Mastodon would). Called
+        #: under the fake's lock: it must not call back into the fake.
+        self.responder: Callable[[str | None], Scripted | None] | None = None
 
     # --- scripting ------------------------------------------------------------
 
@@ -396,6 +402,8 @@ class _Handler(BaseHTTPRequestHandler):
         headers: Mapping[str, str] = {}
         with fake._lock:
             scripted = fake._queue.popleft() if fake._queue else None
+            if scripted is None and fake.responder is not None:
+                scripted = fake.responder(text)
             if scripted is not None and not (scripted.normal or scripted.accept_then_drop):
                 status, body, headers = scripted.status, scripted.body, scripted.headers
                 self._seen(text, status)

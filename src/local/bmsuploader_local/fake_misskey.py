@@ -22,7 +22,8 @@ tags, ``[label](url)`` links, quotes, search boxes, mentions, hashtags, URLs... 
 Answers to ``notes/create`` can be scripted, in order:
 ``fake.script(FakeMisskey.rate_limited(retry_after=60), FakeMisskey.normal())``;
 :meth:`FakeMisskey.accept_then_drop` posts the note and closes the connection without
-answering.
+answering. When nothing is scripted, :attr:`FakeMisskey.responder` (if set) may answer
+instead: an outage window in a test's own (virtual) time.
 
 Run standalone with ``python -m bmsuploader_local.fake_misskey --port 8133``; it prints
 its base URL, and ``GET /fake/posts`` lists the notes.
@@ -179,6 +180,10 @@ class FakeMisskey(LoopbackService):
         self.notes: list[dict[str, Any]] = []
         #: Every request received, with the status answered.
         self.requests: list[SeenRequest] = []
+        #: Asked for an answer to ``notes/create`` when nothing is scripted, with the note's
+        #: text: a :class:`Scripted` or ``None`` (answer as Misskey would). Called under the
+        #: fake's lock: it must not call back into the fake.
+        self.responder: Callable[[str | None], Scripted | None] | None = None
 
     # --- scripting ------------------------------------------------------------
 
@@ -365,6 +370,8 @@ class _Handler(BaseHTTPRequestHandler):
                 fake.requests.append(SeenRequest(endpoint, token, None, status))
             else:
                 scripted = fake._queue.popleft() if fake._queue else None
+                if scripted is None and fake.responder is not None:
+                    scripted = fake.responder(text)
                 if scripted is not None and not (scripted.normal or scripted.accept_then_drop):
                     status, answer, headers = scripted.status, scripted.body, scripted.headers
                     fake.requests.append(SeenRequest(endpoint, token, text, status))
