@@ -22,6 +22,7 @@ from mypy_boto3_ssm import SSMClient
 
 from bmsuploader.config.destinations import Destination
 from bmsuploader.config.templates import DEFAULT_TEMPLATE
+from bmsuploader.contract import clock as contract_clock
 from bmsuploader.contract.errors import (
     AuthError,
     MaybePostedError,
@@ -173,6 +174,21 @@ def test_crash_after_accept_then_retry_within_the_hour_posts_nothing_new(
     assert result.tweet_id == fake.statuses[0]["id"]
     assert len(fake.statuses) == 1
     # Within the key's hour the key alone answers: no read of the account.
+    assert [r.path for r in fake.requests] == ["/api/v1/statuses", "/api/v1/statuses"]
+
+
+def test_the_publisher_reads_the_pipelines_clock(fake: FakeMastodon, clock: Clock) -> None:
+    # contract.clock is the one clock (the fault test makes it virtual): by it the retry is
+    # within the key's hour, so the key alone answers; by the system clock it would not be.
+    publisher = MastodonPublisher(fake.base_url, TOKEN)
+    fake.script(FakeMastodon.accept_then_drop())
+    contract_clock.use(clock)
+    try:
+        with pytest.raises(UnknownOutcomeError):
+            publisher.publish(_post())
+        assert publisher.publish(_post(maybe_posted=True)).tweet_id == fake.statuses[0]["id"]
+    finally:
+        contract_clock.use(None)
     assert [r.path for r in fake.requests] == ["/api/v1/statuses", "/api/v1/statuses"]
 
 

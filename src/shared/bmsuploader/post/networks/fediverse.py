@@ -43,6 +43,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
+from bmsuploader.contract import clock
 from bmsuploader.contract.errors import MaybePostedError, TransientPublishError, UnknownOutcomeError
 from bmsuploader.post.networks.base import PostRequest
 
@@ -59,7 +60,9 @@ _WHITESPACE = re.compile(r"\s+")
 
 
 def now_utc() -> datetime:
-    return datetime.now(UTC)
+    """The pipeline's clock (:mod:`bmsuploader.contract.clock`): the fault test's virtual time
+    reaches the Idempotency-Key window and a rate limit's reset through it."""
+    return clock.now()
 
 
 def aware(moment: datetime) -> datetime:
