@@ -98,7 +98,7 @@ pytest: $(STAMP) $(SAM_STAMP) $(ORACLE_STAMP)
 
 N    ?= 300
 SEED ?= 1
-chaos: $(STAMP) ## Seeded fault schedule against the real handlers: N=300 SEED=1 [CHAOS_ARGS="--without budget"]
+chaos: $(STAMP) ## Seeded fault schedule against the real handlers: N=300 SEED=1 [CHAOS_ARGS="--without budget --destinations x,misskey"]
 	$(PYTHON) -m bmsuploader_local.chaos --schedules $(N) --seed $(SEED) $(CHAOS_ARGS)
 
 bench: $(STAMP) build ## Every performance budget side by side with its anchor: PASS/FAIL, exit 1 on a FAIL

@@ -3,8 +3,11 @@
 It drives the **real handlers** -- ``load_handler("fetcher"|"poster").lambda_handler(event,
 context)`` with the environment of ``provision_stack(...).environment()`` -- against a
 moto server on loopback (boto3 reaches it through ``AWS_ENDPOINT_URL``, as in every
-test), three growing sample sites (two classic CGI listings with pages, one RSS feed)
-and the fake X, while a seeded schedule injects faults. Each *schedule* is one
+test), three growing sample sites (two classic CGI listings with pages, one RSS feed),
+the fake X and a fake server for every other network of ``networks.FAKES`` (one
+``[[destination]]`` each, named after its kind; ``--destinations x,mastodon`` picks
+them; secrets in SSM, ``NETWORK_BASE_URLS``, each fake on the virtual clock), while a
+seeded schedule injects faults. Each *schedule* is one
 EventBridge run of the fetcher (every 30 virtual minutes); between schedules this
 module plays Lambda's SQS event source mapping: receive up to 10, shape the event,
 invoke the poster, delete what is not in ``batchItemFailures`` (nothing when the
@@ -14,19 +17,26 @@ the DLQ through moto's redrive policy.
 Faults (each can be switched on or off, see :class:`Fault`): AWS throttling, connection
 errors, timeouts after AWS applied a request, partial batch results (SendMessageBatch
 ``Failed``, BatchWriteItem/BatchGetItem unprocessed); the Lambda process dying right
-after an AWS call or right after X accepted a post; duplicate and concurrent fetcher
+after an AWS call or right after any network accepted a post (a create call it answered
+2xx: one predicate per kind in :data:`NETWORK_FAULTS`); duplicate and concurrent fetcher
 runs, a second poller; a lost DeleteMessageBatch; 401/429/5xx windows and dropped
-connections from X; maintenance pages on page 1 and on older pages; bursts bigger
+connections from X, and from each other network in windows of its own (drawn from
+its own generator); maintenance pages on page 1 and on older pages; bursts bigger
 than a page; poison; a monthly spend limit reached before a month turn.
 
-Then faults stop and schedules and polls go on until nothing moves, and the run is
-judged: every upload posted exactly once, in upload order per source, nothing left
-on the queue or in the backlog, nothing in the DLQ but deliberate poison. The last
-line is ``schedules=N duplicates=D lost=L out_of_order=O stuck=S``. Two more checks
-come before it: posts of entries never uploaded (a flood of old ones), and "masked"
-duplicates -- a second attempt at a post that only X's duplicate-content check
-stopped although no fault hit the first attempt after X answered it (the gap
-idempotency cannot close is a fault right there; anything else is idempotency failing).
+Then faults stop and schedules and polls go on until nothing moves on the queue, in
+the backlog or on any network, and the run is judged **per destination**: every upload
+posted exactly once on each network, in upload order per (destination, source),
+nothing left on the queue or in the backlog, nothing in the DLQ but X's deliberate
+poison (X refuses it; the other networks post it) and, for a network that cannot
+check after an unknown outcome, dead letters "may already be posted", counted as
+*held for the operator*, not lost. The last line is ``schedules=N duplicates=D lost=L
+out_of_order=O stuck=S`` (the sums); a line per destination comes before it, and three
+more checks: posts of entries never uploaded (a flood of old ones), other dead letters
+of the other networks, and "masked" duplicates (X only) -- a second attempt at a post
+that only X's duplicate-content check stopped although no fault hit the first attempt
+after X answered it (the gap idempotency cannot close is a fault right there; anything
+else is idempotency failing). Only X spends: the spend limit and the backlog are X's.
 
 How the simulation stays faithful (and where it bends the emulator):
 
@@ -69,26 +79,32 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
+import math
 import os
 import random
+import re
 import sys
 import tempfile
 import threading
 import time
 import types
 import warnings
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import boto3
 
+from bmsuploader.aws.queue import REASON_ATTRIBUTE
+from bmsuploader.config.sources import load_sources
 from bmsuploader_local.aws import ACCOUNT, REGION, StackResources, provision_stack, start_moto_server
 from bmsuploader_local.fake_x import FakeX, Scripted
 from bmsuploader_local.lambda_runtime import (
@@ -98,6 +114,7 @@ from bmsuploader_local.lambda_runtime import (
     load_handler,
     receive_as_event,
 )
+from bmsuploader_local.networks import FAKES, LocalNetwork, base_urls, start_networks
 from bmsuploader_local.saved_stack import environment
 from bmsuploader_local.template import load_template
 from bmsuploader_local.uploader_site import SAMPLE_COMMENTS, UploaderSite
@@ -151,8 +168,14 @@ class Fault(StrEnum):
     MAINTENANCE_FIRST = "maintenance-first"  # page 1 answers 200 with a row-less "busy" page
     MAINTENANCE_OLDER = "maintenance-older"  # an older page does, while a burst needs it
     BURST = "burst"  # more uploads at once than one listing page shows
-    POISON = "poison"  # X answers 400 for an upload; a malformed message on the queue
+    POISON = "poison"  # X answers 400 for an upload (the other networks post it); a malformed message
     BUDGET = "budget"  # a monthly spend limit reached before the month turns
+    # The other networks (every destination kind but X), each in its own windows:
+    NET_401 = "net-401"
+    NET_429 = "net-429"
+    NET_5XX = "net-5xx"
+    NET_DROP = "net-drop"  # the network takes the post, then the connection drops
+    CRASH_NET = "crash-net"  # the process dies right after another network accepted a post
 
 
 #: what ``all`` means: every kind whose behaviour AWS documents or the field notes describe
@@ -205,7 +228,8 @@ SOURCES = (
 INITIAL_UPLOADS = 12
 
 
-def sources_toml(sites: Mapping[str, UploaderSite]) -> str:
+def sources_toml(sites: Mapping[str, UploaderSite], destinations: Sequence[str] = ()) -> str:
+    """The chaos sources file; ``destinations`` (kinds) adds a ``[[destination]]`` table for each."""
     blocks = []
     for spec in SOURCES:
         site = sites[spec.name]
@@ -225,7 +249,91 @@ def sources_toml(sites: Mapping[str, UploaderSite]) -> str:
             "include_link = false",
         ]
         blocks.append("\n".join(lines))
+    blocks += [destination_toml(kind) for kind in destinations]
     return "\n\n".join(blocks) + "\n"
+
+
+#: Where each destination's secrets live (start_networks stores what its fake accepts there).
+SECRETS_PATH = "/bmsuploader/destinations"
+
+
+def destination_toml(kind: str) -> str:
+    """One destination of ``kind``, named after it. The instance only where the kind needs
+    one (the poster talks to the fakes through ``NETWORK_BASE_URLS`` whatever it says)."""
+    from pydantic import ValidationError
+
+    from bmsuploader.config.destinations import Destination
+
+    fields = {"name": kind, "kind": kind}
+    if kind != "x":
+        fields["secret"] = f"{SECRETS_PATH}/{kind}"
+        try:
+            Destination.model_validate(fields)
+        except ValidationError:
+            fields["instance"] = f"https://{kind}.example"
+    return "\n".join(["[[destination]]", *(f'{key} = "{value}"' for key, value in fields.items())])
+
+
+@dataclass(frozen=True)
+class NetworkFaults:
+    """How the fault test meets one destination kind (its row in :data:`NETWORK_FAULTS`).
+
+    Besides its row, a kind's fake (``networks.FAKES``) needs what FakeMastodon has: a
+    ``now`` clock, a ``responder`` hook, and ``unauthorized()``, ``server_error(status)`` and
+    ``accept_then_drop()`` answers."""
+
+    #: whether (method, path) is the call that creates a post
+    creates: Callable[[str, str], bool]
+    #: the fake's 429 for an outage window ending at ``end``, asked at ``now`` (virtual epochs)
+    rate_limited: Callable[[float, float], Any]
+    #: whether a create call's status means the network took the post
+    accepted: Callable[[int], bool] = lambda status: 200 <= status < 300
+
+
+def _x_rate_limited(now: float, end: float) -> Any:
+    return FakeX.rate_limited(int(end))  # virtual epoch (see virtual_time)
+
+
+def _mastodon_rate_limited(now: float, end: float) -> Any:
+    from bmsuploader_local.fake_mastodon import FakeMastodon
+
+    return FakeMastodon.rate_limited(dt.datetime.fromtimestamp(end, dt.UTC))
+
+
+def _misskey_rate_limited(now: float, end: float) -> Any:
+    from bmsuploader_local.fake_misskey import FakeMisskey
+
+    return FakeMisskey.rate_limited(retry_after=max(1, math.ceil(end - now)))
+
+
+def _bluesky_rate_limited(now: float, end: float) -> Any:
+    from bmsuploader_local.fake_bluesky import FakeBluesky
+
+    return FakeBluesky.rate_limited(int(end))
+
+
+#: One row per destination kind: the injector's "crash right after the network accepted a
+#: post" matches a create call by its row, and the outage windows answer 429 through it.
+#: Discord's row comes with its fake (``POST /api/webhooks/{id}/{token}``).
+NETWORK_FAULTS: dict[str, NetworkFaults] = {
+    "x": NetworkFaults(
+        creates=lambda method, path: method == "POST" and path == "/2/tweets",
+        rate_limited=_x_rate_limited,
+        accepted=lambda status: status == 201,
+    ),
+    "mastodon": NetworkFaults(
+        creates=lambda method, path: method == "POST" and path == "/api/v1/statuses",
+        rate_limited=_mastodon_rate_limited,
+    ),
+    "misskey": NetworkFaults(
+        creates=lambda method, path: method == "POST" and path == "/api/notes/create",
+        rate_limited=_misskey_rate_limited,
+    ),
+    "bluesky": NetworkFaults(
+        creates=lambda method, path: method == "POST" and path == "/xrpc/com.atproto.repo.createRecord",
+        rate_limited=_bluesky_rate_limited,
+    ),
+}
 
 
 # --------------------------------------------------------------------------- virtual time
@@ -450,6 +558,8 @@ class Rates:
     partial_batch_any: float = 0.0
     crash_aws: float = 0.0
     crash_x: float = 0.0
+    #: after any other network accepted a post
+    crash_network: float = 0.0
     lost_delete: float = 0.0
     concurrent_poll: float = 0.0
     concurrent_fetch: float = 0.0
@@ -476,7 +586,7 @@ _THROTTLE_CODES = {
 
 
 class FaultInjector:
-    """botocore event hooks on every client, and a hook on the HTTP calls to X.
+    """botocore event hooks on every client, and a hook on the HTTP calls to the networks.
 
     ``before-call`` answers with a throttling error or raises a connection error
     (the request never reaches AWS); ``after-call`` of a successful call kills the
@@ -495,7 +605,8 @@ class FaultInjector:
         #: posts X answered before a fault hit their invocation: a later attempt may post them
         #: again (the gap idempotency cannot close), and X's duplicate check is what stops it
         self.unheard: set[str] = set()
-        self.x_base_url = ""
+        #: each destination kind's server (X and the other networks' fakes), by kind
+        self.base_urls: dict[str, str] = {}
         self.stack_name = "\x00"
         #: called from a hook to start a second run/poll while one is in progress
         self.on_concurrent: dict[str, Callable[[], object]] = {}
@@ -555,7 +666,8 @@ class FaultInjector:
     # --- botocore hooks -----------------------------------------------------------------
 
     def install(self, stack: contextlib.ExitStack) -> None:
-        """Hook every botocore client created from now on, and tweepy's HTTP transport."""
+        """Hook every botocore client created from now on, and requests' HTTP transport (tweepy's
+        and the other publishers')."""
         import botocore.session
         import requests.adapters
 
@@ -576,18 +688,33 @@ class FaultInjector:
             if frame is not None and frame.dead:
                 raise SimulatedCrash("the process is dead")
             response = original_send(adapter, request, *args, **kwargs)
-            answered = response.status_code in (201, 403) and str(request.url).startswith(self.x_base_url)
-            if frame is not None and answered:
+            if frame is None:
+                return response
+            kind = self._network_of(str(request.url))
+            if kind == "x" and response.status_code in (201, 403):  # X answered a post
                 frame.last_post = _post_text(request.body)
-            if frame is not None and answered and response.status_code == 201:
-                key = self._key(frame, "x/post", b"")
-                if self._hit(frame, key, "crash", self.rates.crash_x):
-                    self._injected(frame, "crash after X accepted a post")
+            if kind is not None and self._created(
+                kind, request.method, str(request.url), response.status_code
+            ):
+                key = self._key(frame, f"{kind}/post", b"")
+                rate = self.rates.crash_x if kind == "x" else self.rates.crash_network
+                if self._hit(frame, key, "crash", rate):
+                    self._injected(frame, f"crash after {'X' if kind == 'x' else kind} accepted a post")
                     frame.dead = True
-                    raise SimulatedCrash("died right after X accepted the post")
+                    raise SimulatedCrash(f"died right after {kind} accepted the post")
             return response
 
         _patch(stack, requests.adapters.HTTPAdapter, "send", send)
+
+    def _network_of(self, url: str) -> str | None:
+        origin = urlsplit(url).netloc
+        return next((kind for kind, base in self.base_urls.items() if urlsplit(base).netloc == origin), None)
+
+    @staticmethod
+    def _created(kind: str, method: str, url: str, status: int) -> bool:
+        """Whether this call created a post on ``kind``'s network (its row in NETWORK_FAULTS)."""
+        row = NETWORK_FAULTS[kind]
+        return row.creates(method.upper(), urlsplit(url).path) and row.accepted(status)
 
     def before_call(self, event_name: str, params: Any, context: Any, **_: Any) -> Any:
         frame = self._frame()
@@ -748,10 +875,15 @@ def _error_response(code: str) -> tuple[Any, dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class XWindow:
+class Window:
+    """An outage of one network: it answers every create call with ``kind``'s answer."""
+
     kind: Fault
     start: float
     end: float
+
+
+XWindow = Window  # the older name, from when X was the only network
 
 
 @dataclass(frozen=True)
@@ -765,14 +897,26 @@ class StepPlan:
     malformed: str | None
     maintenance_first: tuple[str, ...]
     maintenance_older: Mapping[str, tuple[int, int]]  # source -> (page, schedules it lasts)
-    x_window: XWindow | None
+    x_window: Window | None
     rates: Rates
     duplicate_after: float | None
+    #: the other networks' outages, by kind
+    network_windows: Mapping[str, Window] = field(default_factory=dict)
 
 
-def plan_step(seed: int, index: int, kinds: frozenset[Fault], at: float, interval: float) -> StepPlan:
+def plan_step(
+    seed: int,
+    index: int,
+    kinds: frozenset[Fault],
+    at: float,
+    interval: float,
+    *,
+    networks: Sequence[str] = (),
+) -> StepPlan:
     """The same draws are made whatever ``kinds`` is, so switching a kind off leaves
-    the rest of the schedule as it was (that is how a violation is pinned on a kind)."""
+    the rest of the schedule as it was (that is how a violation is pinned on a kind).
+    ``networks`` are the destination kinds other than X: each draws its outage from its
+    own generator, so adding a network changes nothing else."""
     rng = random.Random(f"chaos/{seed}/{index}/plan")  # noqa: S311 - a reproducible schedule
 
     def chance(kind: Fault, p: float) -> bool:
@@ -804,7 +948,7 @@ def plan_step(seed: int, index: int, kinds: frozenset[Fault], at: float, interva
     x_kinds = (Fault.X_401, Fault.X_429, Fault.X_5XX, Fault.X_DROP)
     x_kind = rng.choice(x_kinds)
     x_start, x_length = at + rng.uniform(0, interval), rng.uniform(5 * 60, 120 * 60)
-    x_window = XWindow(x_kind, x_start, x_start + x_length) if chance(x_kind, 0.15) else None
+    x_window = Window(x_kind, x_start, x_start + x_length) if chance(x_kind, 0.15) else None
     rates = Rates(
         throttle=rate(Fault.THROTTLE, 0.35, 0.02, 0.12),
         connection=rate(Fault.CONNECTION, 0.25, 0.02, 0.08),
@@ -820,7 +964,13 @@ def plan_step(seed: int, index: int, kinds: frozenset[Fault], at: float, interva
     # New kinds draw last, so that adding one leaves every older schedule as it was.
     partial = rate(Fault.PARTIAL_BATCH, 0.25, 0.05, 0.2)
     partial_any = rate(Fault.PARTIAL_BATCH_ANY, 0.25, 0.05, 0.2)
-    rates = replace(rates, partial_batch=partial, partial_batch_any=partial_any)
+    crash_network = rate(Fault.CRASH_NET, 0.3, 0.1, 0.5)
+    rates = replace(rates, partial_batch=partial, partial_batch_any=partial_any, crash_network=crash_network)
+    windows = {
+        kind: w
+        for kind in networks
+        if (w := network_window(seed, index, kind, kinds=kinds, at=at, interval=interval))
+    }
     return StepPlan(
         index=index,
         at=at,
@@ -832,7 +982,21 @@ def plan_step(seed: int, index: int, kinds: frozenset[Fault], at: float, interva
         x_window=x_window,
         rates=rates,
         duplicate_after=duplicate_after,
+        network_windows=windows,
     )
+
+
+NETWORK_WINDOW_KINDS = (Fault.NET_401, Fault.NET_429, Fault.NET_5XX, Fault.NET_DROP)
+
+
+def network_window(
+    seed: int, index: int, network: str, *, kinds: frozenset[Fault], at: float, interval: float
+) -> Window | None:
+    """One network's outage in one schedule (or none), as likely and as long as X's."""
+    rng = random.Random(f"chaos/{seed}/{index}/network/{network}")  # noqa: S311 - a reproducible schedule
+    kind = rng.choice(NETWORK_WINDOW_KINDS)
+    start, length = at + rng.uniform(0, interval), rng.uniform(5 * 60, 120 * 60)
+    return Window(kind, start, start + length) if rng.random() < 0.15 and kind in kinds else None
 
 
 # --------------------------------------------------------------------------- the verdict
@@ -859,12 +1023,25 @@ class Verdict:
     #: second attempts to post a text that only X's duplicate check stopped, with no fault
     #: after the first one to explain them (idempotency should have answered)
     masked: int = 0
+    #: dead letters of a network other than X that neither wait for the operator ("may
+    #: already be posted") nor count as lost (their upload was posted there anyway)
+    dead_lettered: int = 0
     details: list[str] = field(default_factory=list)
     stats: Counter[str] = field(default_factory=Counter)
+    #: the same counts for each destination (and its posts and held dead letters)
+    by_destination: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
 
     @property
     def ok(self) -> bool:
-        problems = (self.duplicates, self.lost, self.out_of_order, self.stuck, self.unexpected, self.masked)
+        problems = (
+            self.duplicates,
+            self.lost,
+            self.out_of_order,
+            self.stuck,
+            self.unexpected,
+            self.masked,
+            self.dead_lettered,
+        )
         return not any(problems)
 
     def line(self) -> str:
@@ -875,13 +1052,38 @@ class Verdict:
 
     def report(self) -> str:
         stats = ", ".join(f"{name}={value}" for name, value in sorted(self.stats.items()))
-        lines = [f"  {stats}", *(f"  VIOLATION {d}" for d in self.details)]
-        if self.unexpected or self.masked:
-            lines.append(f"  unexpected_posts={self.unexpected} masked_duplicates={self.masked}")
+        lines = [f"  {stats}"]
+        for name, tally in self.by_destination.items():
+            counts = ("posts", "duplicates", "lost", "out_of_order", "stuck", "held")
+            lines.append(f"  {name}: " + " ".join(f"{count}={tally[count]}" for count in counts))
+        lines += [f"  VIOLATION {d}" for d in self.details]
+        if self.unexpected or self.masked or self.dead_lettered:
+            lines.append(
+                f"  unexpected_posts={self.unexpected} masked_duplicates={self.masked} "
+                f"dead_lettered={self.dead_lettered}"
+            )
         return "\n".join([*lines, self.line()])
 
 
 # --------------------------------------------------------------------------- the run
+
+
+#: X and every network with a fake (:data:`bmsuploader_local.networks.FAKES`).
+DEFAULT_DESTINATIONS: tuple[str, ...] = ("x", *FAKES)
+
+
+def parse_destinations(text: str) -> tuple[str, ...]:
+    """``x,mastodon,misskey``: destination kinds, one destination each (named after its kind)."""
+    kinds = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [kind for kind in kinds if kind != "x" and kind not in FAKES]
+    if unknown or not kinds:
+        raise SystemExit(f"unknown destination kind(s) {unknown}; kinds: {', '.join(DEFAULT_DESTINATIONS)}")
+    missing = [kind for kind in kinds if kind not in NETWORK_FAULTS]
+    if missing:
+        raise SystemExit(
+            f"{missing}: add a row to chaos.NETWORK_FAULTS (how its create call and its 429 look)"
+        )
+    return kinds
 
 
 @dataclass(frozen=True)
@@ -892,6 +1094,13 @@ class ChaosConfig:
     interval_seconds: float = 30 * 60.0
     #: where src/fetcher/app.py and src/poster/app.py are read from (another checkout to bisect)
     handlers: Path = SRC
+    #: destination kinds, one destination of each, named after its kind (see parse_destinations)
+    destinations: tuple[str, ...] = DEFAULT_DESTINATIONS
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        """The destination kinds other than X."""
+        return tuple(kind for kind in self.destinations if kind != "x")
 
     @property
     def month_turn_schedule(self) -> int:
@@ -935,14 +1144,17 @@ class ChaosRun:
     """One seeded run: build the world, play the schedule, settle, judge."""
 
     def __init__(self, config: ChaosConfig) -> None:
+        parse_destinations(",".join(config.destinations))  # a kind the fault test cannot run fails here
         self.config = config
         self.clock = VirtualClock(dt.datetime.fromtimestamp(config.start, dt.UTC))
         self.injector = FaultInjector(config.seed, self.clock)
         self.uploads: list[Upload] = []
         self.pending: dict[str, set[str]] = {spec.name: set() for spec in SOURCES}
-        self.x_windows: list[XWindow] = []
+        self.x_windows: list[Window] = []
+        self.network_windows: dict[str, list[Window]] = {kind: [] for kind in config.networks}
+        self.networks: dict[str, LocalNetwork] = {}
         self.broken_until: dict[tuple[str, int], int] = {}
-        self._posts_pruned = 0
+        self._posts_pruned: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
         self.fetchers = (Container("fetcher", config.handlers), Container("fetcher", config.handlers))
         self.posters = (Container("poster", config.handlers), Container("poster", config.handlers))
@@ -985,16 +1197,26 @@ class ChaosRun:
             }
             self.fake_x = stack.enter_context(FakeX())
             self.fake_x.responder = self._x_answer
-            self.injector.x_base_url = self.fake_x.base_url
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chaos-")))
             sources = workdir / "sources.toml"
-            sources.write_text(sources_toml(self.sites), encoding="utf-8")
+            sources.write_text(sources_toml(self.sites, self.config.destinations), encoding="utf-8")
+            # One fake per kind, its secrets in SSM; each on the virtual clock (the publishers'
+            # checks compare post times with the entry's fetch time), its outages ours.
+            self.networks = stack.enter_context(start_networks(load_sources(sources).destinations))
+            for kind, network in self.networks.items():
+                network.fake.now = self.clock.now
+                network.fake.responder = functools.partial(self._network_answer, kind)
+            self.injector.base_urls = {
+                "x": self.fake_x.base_url,
+                **{kind: network.base_url for kind, network in self.networks.items()},
+            }
             stack.enter_context(
                 environment(
                     {
                         **self.stack.environment(),
                         "SOURCES_FILE": str(sources),
                         "X_API_BASE_URL": self.fake_x.base_url,
+                        "NETWORK_BASE_URLS": base_urls(self.networks),
                         "DRY_RUN": "false",
                         "MONTHLY_SPEND_LIMIT_USD": f"{self.config.monthly_posts * COST_PER_POST:.3f}",
                         # the same limit for code that counted posts (--handlers of an older checkout)
@@ -1042,7 +1264,14 @@ class ChaosRun:
     def _schedule(self, index: int) -> None:
         at = self.config.start + index * self.config.interval_seconds
         self._run_until(at)
-        plan = plan_step(self.config.seed, index, self.config.faults, at, self.config.interval_seconds)
+        plan = plan_step(
+            self.config.seed,
+            index,
+            self.config.faults,
+            at,
+            self.config.interval_seconds,
+            networks=self.config.networks,
+        )
         self.injector.new_step(index, plan.rates)
         self._apply(plan)
         self._scheduled_run()
@@ -1083,6 +1312,9 @@ class ChaosRun:
         if plan.x_window is not None:
             self.x_windows.append(plan.x_window)
             self.stats[f"X window {plan.x_window.kind}"] += 1
+        for kind, window in plan.network_windows.items():
+            self.network_windows[kind].append(window)
+            self.stats[f"{kind} window {window.kind}"] += 1
         if plan.malformed is not None:
             self.stats["malformed messages"] += 1
             with self.injector.harness():
@@ -1115,12 +1347,30 @@ class ChaosRun:
                 return FakeX.accept_then_drop()
         return None
 
+    def _network_answer(self, kind: str, text: str | None) -> Any:
+        """A network's answer to a create call when nothing is scripted: an outage window, or
+        ``None`` (as the network would; a poison upload is an ordinary post there)."""
+        now = self.clock.time()
+        fake = type(self.networks[kind].fake)
+        for window in self.network_windows[kind]:
+            if window.start <= now < window.end:
+                self.stats[f"{kind} answered {window.kind}"] += 1  # the window really hit a post
+                if window.kind is Fault.NET_401:
+                    return fake.unauthorized()
+                if window.kind is Fault.NET_429:
+                    return NETWORK_FAULTS[kind].rate_limited(now, window.end)
+                if window.kind is Fault.NET_5XX:
+                    return fake.server_error(503)
+                return fake.accept_then_drop()
+        return None
+
     def _prune_pending(self) -> None:
-        """Forget the uploads X has (posted implies seen: the bound stays on the safe side)."""
-        for post in self.fake_x.posts[self._posts_pruned :]:
-            source, entry_id = _post_key(post["text"])
-            self.pending.get(source, set()).discard(entry_id)
-        self._posts_pruned = len(self.fake_x.posts)
+        """Forget the uploads any network has (posted implies seen: the bound stays on the safe side)."""
+        for name, texts in self._posts().items():
+            for text in texts[self._posts_pruned[name] :]:
+                source, entry_id = posted_entry(text)
+                self.pending.get(source, set()).discard(entry_id)
+            self._posts_pruned[name] = len(texts)
 
     # --- the functions ----------------------------------------------------------------
 
@@ -1218,6 +1468,8 @@ class ChaosRun:
         """Faults off; schedules and polls go on until nothing moves."""
         self.injector.new_step(self.config.schedules, Rates())
         self.x_windows.clear()
+        for windows in self.network_windows.values():
+            windows.clear()
         for site in self.sites.values():
             site.broken_pages.clear()
         self.broken_until.clear()
@@ -1231,7 +1483,13 @@ class ChaosRun:
             self._scheduled_run()
             self._drain_visible()
             queued, backlog = self._queued(), len(self._backlog())
-            snapshot = (len(self.fake_x.posts), len(self.fake_x.requests), queued, backlog)
+            snapshot = (
+                len(self.fake_x.posts),
+                len(self.fake_x.requests),
+                *self._network_activity(),
+                queued,
+                backlog,
+            )
             moved = snapshot != last
             last = snapshot
             quiet = 0 if moved or queued or backlog else quiet + 1
@@ -1246,12 +1504,20 @@ class ChaosRun:
                 self.stats["month jumps while settling"] += 1
                 stalled = 0
 
+    def _network_activity(self) -> tuple[int, ...]:
+        """Posts and requests of each network: settling waits until none of them moves."""
+        return tuple(
+            count
+            for network in self.networks.values()
+            for count in (len(network.texts()), len(getattr(network.fake, "requests", ())))
+        )
+
     def _queued(self) -> int:
         return len(_moto_queue(self.stack.queue_url)._messages)
 
-    def _backlog(self) -> list[str]:
+    def _backlog(self) -> list[MessageKey]:
         with self.injector.harness():
-            items: list[str] = []
+            items: list[MessageKey] = []
             for spec in SOURCES:
                 response = self.dynamodb.query(
                     TableName=self.stack.table_name,
@@ -1259,42 +1525,133 @@ class ChaosRun:
                     ExpressionAttributeValues={":pk": {"S": f"BACKLOG#{spec.name}"}},
                     ConsistentRead=True,
                 )
-                items += [f"{spec.name}/{i['entry_id']['S']}" for i in response.get("Items", [])]
+                for item in response.get("Items", []):
+                    destination, _, _ = _message_of(item.get("body", {}).get("S", ""))
+                    items.append((destination, spec.name, item["entry_id"]["S"]))
             return items
+
+    def _posts(self) -> dict[str, list[str]]:
+        """The texts each destination's network holds, oldest first, by destination name."""
+        return {
+            name: [p["text"] for p in self.fake_x.posts] if name == "x" else self.networks[name].texts()
+            for name in self.config.destinations
+        }
 
     def _judge(self) -> Verdict:
         verdict = Verdict(schedules=self.config.schedules, stats=self.stats + self.injector.counts)
+        queued = [_message_of(m.body) for m in _moto_queue(self.stack.queue_url)._messages]
+        backlog = self._backlog()
+        verdict.stuck = len(queued) + len(backlog)
+        for key in queued:
+            verdict.details.append(f"stuck on the queue: {_label(key)}")
+            verdict.by_destination[key[0]]["stuck"] += 1
+        for key in backlog:
+            verdict.details.append(f"stuck in the backlog: {_label(key)}")
+            verdict.by_destination[key[0]]["stuck"] += 1
+        dead = [(_message_of(m.body), _reason(m)) for m in _moto_queue(self.stack.dlq_url)._messages]
+        verdict.stats["dlq messages"] = len(dead)
+        verdict.stats["dlq copies beyond the first"] = len(dead) - len({key for key, _ in dead})
+        verdict.stats["uploads"] = len(self.uploads)
+        waiting = set(queued) | set(backlog)
+        for name, texts in self._posts().items():
+            self._judge_destination(verdict, name, texts, waiting, dead)
+        if "x" in self.config.destinations:
+            self._judge_masked(verdict)
+        return verdict
+
+    def _judge_destination(
+        self,
+        verdict: Verdict,
+        name: str,
+        texts: list[str],
+        waiting: set[MessageKey],
+        dead: list[tuple[MessageKey, str | None]],
+    ) -> None:
+        """One destination's posts against the uploads: each posted once, in upload order per
+        source, or still waiting; on X a poison upload belongs in the DLQ, elsewhere it is posted."""
+        tally = verdict.by_destination[name]
+        posted = self._judge_posts(verdict, name, texts)
+        in_dlq, held = self._judge_dead_letters(verdict, name, posted, dead)
+        for upload in self.uploads:
+            entry = (upload.source, upload.entry_id)
+            key = (name, *entry)
+            if name == "x" and upload.poison:  # X refuses it: the DLQ is where it belongs
+                if entry not in in_dlq and key not in waiting:
+                    tally["lost"] += 1
+                    verdict.details.append(f"deliberate poison neither in the DLQ nor queued: {_label(key)}")
+            elif not posted[entry] and key not in waiting and entry not in held:
+                tally["lost"] += 1
+                where = "in the DLQ" if entry in in_dlq else "nowhere"
+                verdict.details.append(
+                    f"lost ({where}): {_label(key)} (uploaded at schedule {upload.schedule})"
+                )
+        verdict.duplicates += tally["duplicates"]
+        verdict.lost += tally["lost"]
+        verdict.out_of_order += tally["out_of_order"]
+        verdict.unexpected += tally["unexpected"]
+        verdict.dead_lettered += tally["dead_lettered"]
+        verdict.stats[f"posts {name}"] = len(texts)
+        if held:
+            verdict.stats[f"held for the operator {name}"] = len(held)
+
+    def _judge_posts(self, verdict: Verdict, name: str, texts: list[str]) -> Counter[tuple[str, str]]:
+        """Duplicates, order and posts of entries never uploaded, on one destination; the count
+        of posts of each (source, entry id)."""
+        tally = verdict.by_destination[name]
         by_key = {(u.source, u.entry_id): u for u in self.uploads}
         posted: Counter[tuple[str, str]] = Counter()
         newest: dict[str, int] = {}
-        for post in self.fake_x.posts:
-            source, entry_id = _post_key(post["text"])
+        for text in texts:
+            source, entry_id = posted_entry(text)
             upload = by_key.get((source, entry_id))
             if upload is None:
-                verdict.unexpected += 1
-                verdict.details.append(f"posted but not uploaded after the baseline: {source}/{entry_id}")
+                tally["unexpected"] += 1
+                verdict.details.append(f"posted but not uploaded after the baseline: {text!r:.60} on {name}")
                 continue
             posted[source, entry_id] += 1
             if posted[source, entry_id] == 2:
-                verdict.details.append(f"posted twice: {source}/{entry_id}")
+                verdict.details.append(f"posted twice: {_label((name, source, entry_id))}")
             if upload.order < newest.get(source, -1):
-                verdict.out_of_order += 1
-                verdict.details.append(f"posted out of order: {source}/{entry_id} after a newer upload")
+                tally["out_of_order"] += 1
+                verdict.details.append(
+                    f"posted out of order: {_label((name, source, entry_id))} after a newer upload"
+                )
             newest[source] = max(newest.get(source, -1), upload.order)
-        verdict.duplicates = sum(count - 1 for count in posted.values())
-        queue = _moto_queue(self.stack.queue_url)
-        queued = [_entry_of(m.body) for m in queue._messages]
-        backlog = self._backlog()
-        verdict.stuck = len(queued) + len(backlog)
-        for item in queued:
-            verdict.details.append(f"stuck on the queue: {item}")
-        for item in backlog:
-            verdict.details.append(f"stuck in the backlog: {item}")
-        dead = [_entry_of(m.body) for m in _moto_queue(self.stack.dlq_url)._messages]
-        verdict.stats["dlq messages"] = len(dead)
-        verdict.stats["dlq copies beyond the first"] = len(dead) - len(set(dead))
-        verdict.stats["uploads"] = len(self.uploads)
-        verdict.stats["posts"] = len(self.fake_x.posts)
+        tally["posts"] = len(texts)
+        tally["duplicates"] = sum(count - 1 for count in posted.values())
+        return posted
+
+    def _judge_dead_letters(
+        self,
+        verdict: Verdict,
+        name: str,
+        posted: Counter[tuple[str, str]],
+        dead: list[tuple[MessageKey, str | None]],
+    ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """(entries in the DLQ, those held for the operator) of one destination. On a network
+        other than X only "may already be posted" belongs there; any other dead letter is an
+        upload lost (counted by the caller) or, when it was posted anyway, ``dead_lettered``."""
+        tally = verdict.by_destination[name]
+        uploaded = {(u.source, u.entry_id) for u in self.uploads}
+        in_dlq: set[tuple[str, str]] = set()
+        held: set[tuple[str, str]] = set()
+        for (destination, source, entry_id), reason in dead:
+            if destination != name:
+                continue
+            in_dlq.add((source, entry_id))
+            if name == "x":
+                continue  # poison (judged by the caller) or a malformed message
+            if reason is not None and HELD_REASON.search(reason):
+                held.add((source, entry_id))
+                tally["held"] += 1
+            elif (source, entry_id) not in uploaded or posted[source, entry_id]:
+                tally["dead_lettered"] += 1
+                verdict.details.append(f"in the DLQ: {_label((name, source, entry_id))} ({reason})")
+        return in_dlq, held
+
+    def _judge_masked(self, verdict: Verdict) -> None:
+        """X only: a second attempt that only X's duplicate-content check stopped, with no
+        fault after the first attempt to explain it (idempotency should have answered)."""
         refused = [r.text for r in self.fake_x.requests if r.status == 403]
         verdict.stats["x refused duplicates"] = len(refused)
         dropped = {r.text for r in self.fake_x.requests if r.status is None}
@@ -1302,32 +1659,48 @@ class ChaosRun:
             if text not in self.injector.unheard and text not in dropped:
                 verdict.masked += 1
                 verdict.details.append(f"posted again, stopped only by X's duplicate check: {text!r:.60}")
-        waiting = set(queued) | set(backlog)
-        for upload in self.uploads:
-            key = f"{upload.source}/{upload.entry_id}"
-            if upload.poison:
-                if key not in dead and key not in waiting:
-                    verdict.lost += 1
-                    verdict.details.append(f"deliberate poison neither in the DLQ nor queued: {key}")
-            elif not posted[upload.source, upload.entry_id] and key not in waiting:
-                verdict.lost += 1
-                where = "in the DLQ" if key in dead else "nowhere"
-                verdict.details.append(f"lost ({where}): {key} (uploaded at schedule {upload.schedule})")
-        return verdict
 
 
-def _post_key(text: str) -> tuple[str, str]:
-    """(source, entry id) of a post: every chaos source's template starts with them."""
-    source, entry_id = ([*text.split(" ", 2), "", ""])[:2]
+#: (destination, source, entry id) of a message, a backlog item or a post
+MessageKey = tuple[str, str, str]
+#: The reason of a dead letter that waits for the operator because the network cannot tell
+#: whether an earlier attempt posted it (MaybePostedError: a Discord webhook cannot list its
+#: messages; a Mastodon or Misskey account that posted too much since to tell).
+HELD_REASON = re.compile(r"may (?:already be|have) posted", re.IGNORECASE)
+_MARKUP = re.compile(r"</?plain>")
+_ESCAPED = re.compile(r"\\(.)")
+
+
+def posted_entry(text: str) -> tuple[str, str]:
+    """(source, entry id) of a post: every chaos template starts with them. Read through the
+    networks' escapes: Misskey's ``<plain>...</plain>`` around a field with MFM signs, and
+    Discord's backslash before a markdown sign."""
+    plain = _ESCAPED.sub(r"\1", _MARKUP.sub("", text))
+    source, entry_id = ([*plain.split(None, 2), "", ""])[:2]
     return source, entry_id
 
 
-def _entry_of(body: str) -> str:
+def _message_of(body: str) -> MessageKey:
+    """(destination, source, entry id) of a queued body; a body without a destination is X's."""
     try:
         data = json.loads(body)
-        return f"{data.get('source')}/{data.get('entry_id')}"
+        return (str(data.get("destination") or "x"), str(data.get("source")), str(data.get("entry_id")))
     except (ValueError, AttributeError):
-        return f"<unreadable {body[:40]!r}>"
+        return ("x", "<unreadable>", repr(body[:40]))
+
+
+def _label(key: MessageKey) -> str:
+    destination, source, entry_id = key
+    return f"{source}/{entry_id} on {destination}"
+
+
+def _reason(message: Any) -> str | None:
+    """The ``reason`` attribute the poster gives a dead letter (none when SQS moved it there)."""
+    attribute = message.message_attributes.get(REASON_ATTRIBUTE)
+    if not isinstance(attribute, dict):
+        return None
+    value = attribute.get("string_value", attribute.get("StringValue"))
+    return value if isinstance(value, str) else None
 
 
 def run_chaos(config: ChaosConfig, log: IO[str] | None = None) -> Verdict:
@@ -1338,12 +1711,17 @@ def run_chaos(config: ChaosConfig, log: IO[str] | None = None) -> Verdict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bmsuploader_local.chaos",
-        description="Seeded fault schedule against the real handlers (moto, sample sites, fake X).",
+        description="Seeded fault schedule against the real handlers (moto, sample sites, fake networks).",
     )
     parser.add_argument("--schedules", type=int, default=300, help="fetcher schedules under faults")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--faults", default="all", help=f"comma-separated kinds, or all: {', '.join(Fault)}")
     parser.add_argument("--without", default="", help="comma-separated kinds to switch off")
+    parser.add_argument(
+        "--destinations",
+        default=",".join(DEFAULT_DESTINATIONS),
+        help="comma-separated destination kinds, one destination each (default: all of them)",
+    )
     parser.add_argument("--log", type=Path, help="write the handlers' JSON log lines here")
     parser.add_argument(
         "--handlers",
@@ -1353,11 +1731,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     config = replace(ChaosConfig(), schedules=args.schedules, seed=args.seed, handlers=args.handlers)
-    config = replace(config, faults=parse_faults(args.faults, args.without))
+    config = replace(
+        config,
+        faults=parse_faults(args.faults, args.without),
+        destinations=parse_destinations(args.destinations),
+    )
     off, extra = sorted(ALL_FAULTS - config.faults), sorted(config.faults - ALL_FAULTS)
     kinds = "all" if not off else ",".join(sorted(config.faults & ALL_FAULTS)) or "none"
     print(
-        f"chaos: seed={config.seed} schedules={config.schedules} faults={kinds}"
+        f"chaos: seed={config.seed} schedules={config.schedules} "
+        f"destinations={','.join(config.destinations)} faults={kinds}"
         + "".join(f"+{kind}" for kind in extra)
         + (f" (off: {','.join(off)})" if off else ""),
         flush=True,
