@@ -73,7 +73,7 @@ def poster() -> Poster:
 def announce_once(
     *, message: EntryMessage, invocation_id: str, from_backlog: bool, maybe_posted: bool
 ) -> AnnounceResult:
-    return poster().announcer.announce(
+    return poster().announce(
         message, invocation_id=invocation_id, from_backlog=from_backlog, maybe_posted=maybe_posted
     )
 

@@ -22,6 +22,11 @@ in any group, wait with the same delay without calling the network again.
 A redelivered record (receive count above 1) may follow an attempt whose outcome
 is unknown; the batch asks :class:`~bmsuploader.aws.idempotency.Attempts` (one
 read) and tells the publisher, which checks the network before posting again.
+:meth:`Poster.announce` writes the "outcome unknown" mark *inside* the idempotent
+function, before the error leaves it: Powertools then removes the attempt's record,
+and a crash or an unconfirmed removal there must not take the only trace with it. For
+the same reason an attempt that was told the post may exist and fails for any reason
+writes the mark: the record that told it (an attempt that died) is removed too.
 
 No path here turns a handled record into a failure: a delay or a dead-letter
 copy that AWS refuses is logged, and the record is retried, never lost.
@@ -72,6 +77,42 @@ class Poster:
 
     def batch(self, invocation_id: str, announce_once: AnnounceOnce) -> PosterBatch:
         return PosterBatch(self, invocation_id, announce_once)
+
+    def announce(
+        self, message: EntryMessage, *, invocation_id: str, from_backlog: bool, maybe_posted: bool
+    ) -> AnnounceResult:
+        """The body of the idempotent function (``src/poster/app.py``): announce; when it fails
+        and the network may hold the post -- this attempt's outcome is unknown, or an earlier
+        one's was and this one did not get to check -- mark it before re-raising."""
+        try:
+            return self.announcer.announce(
+                message, invocation_id=invocation_id, from_backlog=from_backlog, maybe_posted=maybe_posted
+            )
+        except Exception as exc:
+            if maybe_posted or isinstance(exc, UnknownOutcomeError):
+                self._remember_unknown(message)
+            raise
+
+    def _remember_unknown(self, message: EntryMessage) -> None:
+        """The network may have taken the post: say so for the next attempt (which checks).
+
+        Written while the attempt's record is still there. Powertools removes the record as the
+        error leaves the idempotent function, and a crash right then, or a removal AWS applied
+        without confirming it (Powertools then raises its own error in place of ours), would
+        otherwise leave the next attempt no trace of this one."""
+        try:
+            self.attempts.remember_unknown(
+                message.source,
+                message.entry_id,
+                message.destination,
+                now=int(self.clock().timestamp()),
+            )
+        except Exception:
+            self.logger.exception(
+                "could not record that the post's outcome is unknown; the retry posts without "
+                "checking first, and on a network without a duplicate check it may post twice",
+                extra={"outcome": "unknown_outcome_unrecorded"},
+            )
 
 
 @dataclass
@@ -193,8 +234,6 @@ class PosterBatch:
             if self._dead_letter(record, decision):
                 return
             decision = self._retry_instead(decision, record)
-        if isinstance(exc, UnknownOutcomeError) and message is not None:
-            self._remember_unknown(message)
         if decision.outcome is Outcome.AUTH_FAILED:
             self.poster.forget_credentials()  # the operator may be rotating them right now
         self.decisions.setdefault(record.attributes.message_group_id or "", decision)
@@ -215,22 +254,6 @@ class PosterBatch:
         )
         log.remove_keys(["source", "entry_id", "destination"])
         raise RuntimeError(decision.reason)
-
-    def _remember_unknown(self, message: EntryMessage) -> None:
-        """The network may have taken the post: say so for the next attempt (which checks)."""
-        try:
-            self.poster.attempts.remember_unknown(
-                message.source,
-                message.entry_id,
-                message.destination,
-                now=int(self.poster.clock().timestamp()),
-            )
-        except Exception:
-            self.poster.logger.exception(
-                "could not record that the post's outcome is unknown; the retry posts without "
-                "checking first, and on a network without a duplicate check it may post twice",
-                extra={"outcome": "unknown_outcome_unrecorded"},
-            )
 
     def _set_aside(self, record: SQSRecord, message: EntryMessage, decision: Decision) -> bool:
         order = _backlog_order(record) or record.attributes.sequence_number or record.message_id
