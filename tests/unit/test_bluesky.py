@@ -399,6 +399,27 @@ def test_429_waits_until_the_reset(
     assert_no_secrets(caught.value)
 
 
+def test_the_fakes_responder_answers_create_record_when_nothing_is_scripted(
+    publisher: BlueskyPublisher, fake: FakeBluesky
+) -> None:
+    # How the fault test runs an outage window in virtual time: a script comes first.
+    seen: list[str | None] = []
+
+    def responder(text: str | None) -> Scripted | None:
+        seen.append(text)
+        return FakeBluesky.server_error(503) if len(seen) == 1 else None
+
+    fake.responder = responder
+    fake.script(FakeBluesky.normal())
+    publisher.publish(post(entry="1"))
+    with pytest.raises(TransientPublishError):
+        publisher.publish(post(entry="2"))
+    publisher.publish(post(entry="2"))
+    assert len(seen) == 2 and seen[0] == post(entry="2").text
+    assert [r.status for r in fake.calls(CREATE_RECORD)] == [200, 503, 200]
+    assert len(fake.posts) == 2
+
+
 def test_429_on_login_is_a_rate_limit_that_says_so(publisher: BlueskyPublisher, fake: FakeBluesky) -> None:
     fake.script(FakeBluesky.rate_limited(int(NOW) + 3600), method=CREATE_SESSION)
     with pytest.raises(RateLimitedError, match="logging in") as caught:

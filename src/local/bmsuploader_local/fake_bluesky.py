@@ -25,7 +25,9 @@ Anything else can be scripted, per method: ``fake.script(FakeBluesky.rate_limite
 queues answers for the next createRecord requests, in order (``method=`` another NSID
 for the other calls); :meth:`FakeBluesky.normal` answers as above;
 :meth:`FakeBluesky.accept_then_drop` accepts the post and closes the connection without
-answering (a crash or a network cut after the PDS took the post).
+answering (a crash or a network cut after the PDS took the post). When nothing is scripted
+for createRecord, :attr:`FakeBluesky.responder` (if set) may answer instead: an outage
+window in a test's own (virtual) time.
 
 Run standalone with ``python -m bmsuploader_local.fake_bluesky --port 8131``; it prints
 its base URL (use it as ``{"bluesky": URL}`` in ``NETWORK_BASE_URLS``), and
@@ -135,6 +137,10 @@ class FakeBluesky(LoopbackService):
         self.requests: list[SeenRequest] = []
         self.create_session_calls = 0
         self.refresh_session_calls = 0
+        #: Asked for an answer to createRecord when nothing is scripted, with the record's text:
+        #: a :class:`Scripted` or ``None`` (answer as a PDS would). Lets a test run an outage
+        #: window in its own (virtual) time. Called under the fake's lock.
+        self.responder: Callable[[str | None], Scripted | None] | None = None
 
     # --- what tests read and set ----------------------------------------------
 
@@ -433,6 +439,8 @@ class _Handler(BaseHTTPRequestHandler):
             rkey = sent_key if isinstance(sent_key, str) else next(iter(query.get("rkey", [])), None)
             queue = fake._queues[method]
             scripted = queue.popleft() if queue else None
+            if scripted is None and method == CREATE_RECORD and fake.responder is not None:
+                scripted = fake.responder(_record_text(body))
             if scripted is not None and not (scripted.normal or scripted.accept_then_drop):
                 status, answer, headers = scripted.status, scripted.body, dict(scripted.headers)
             elif method == CREATE_SESSION:
@@ -452,6 +460,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self._send(status, answer, headers)
+
+
+def _record_text(body: Any) -> str | None:
+    record = body.get("record") if isinstance(body, dict) else None
+    text = record.get("text") if isinstance(record, dict) else None
+    return text if isinstance(text, str) else None
 
 
 FakeBluesky.handler = _Handler
