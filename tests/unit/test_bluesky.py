@@ -399,6 +399,26 @@ def test_429_waits_until_the_reset(
     assert_no_secrets(caught.value)
 
 
+def test_429_is_read_against_the_pipelines_clock(fake: FakeBluesky, sessions: MemorySessions) -> None:
+    # contract.clock is the one clock (the fault test makes it virtual), also for a reset.
+    publisher = BlueskyPublisher(
+        destination="bsky",
+        identifier=fake.handle,
+        app_password=PASSWORD,
+        base_url=fake.base_url,
+        sessions=sessions,
+        timeout=(2.0, 5.0),
+    )
+    fake.script(FakeBluesky.rate_limited(int(NOW) + 120))
+    contract_clock.use(lambda: datetime.fromtimestamp(NOW, UTC))
+    try:
+        with pytest.raises(RateLimitedError) as caught:
+            publisher.publish(post())
+    finally:
+        contract_clock.use(None)
+    assert caught.value.delay_seconds == 120
+
+
 def test_the_fakes_responder_answers_create_record_when_nothing_is_scripted(
     publisher: BlueskyPublisher, fake: FakeBluesky
 ) -> None:

@@ -60,7 +60,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import time
 import unicodedata
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
@@ -443,7 +442,7 @@ class BlueskyPublisher:
         sessions: SessionStore,
         timeout: tuple[float, float] = (3.05, 10.0),
         secret_path: str | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = contract_clock.epoch,
     ) -> None:
         if not re.match(r"^https?://[^/\s]+", base_url):
             raise ConfigError(f"Bluesky server {base_url!r} must be an http(s) URL")
