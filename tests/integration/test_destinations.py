@@ -271,3 +271,39 @@ def test_a_post_the_network_may_have_taken_is_remembered_before_its_attempts_rec
     assert titles(network.texts()) == NEWEST_THREE  # the dropped one once: found by the check
     assert queue_counts(world["stack"].queue_url) == (0, 0)
     assert queue_counts(world["stack"].dlq_url) == (0, 0)
+
+
+def test_a_repeat_of_a_message_held_as_may_be_posted_is_held_too(
+    world: dict[str, Any], run_fetcher: Callable[..., dict[str, Any]]
+) -> None:
+    """The fetcher sends an entry again when a run fails between the send and marking it seen;
+    after SQS's 5-minute deduplication window the repeat is a new message, received a first time.
+    Discord cannot check: the repeat must meet the same "may already be posted" as the message it
+    repeats, not post again. (The fault test found it: ``make chaos N=30 SEED=1``, beta/03038.)"""
+    import boto3
+
+    from bmsuploader_local.fake_discord import FakeDiscord
+
+    stack = world["stack"]
+    discord: LocalNetwork = world["discord"]
+    discord.fake.script(FakeDiscord.accept_then_drop())
+    run_fetcher()
+    run_until_quiet(world)
+    assert titles(discord.texts()) == NEWEST_THREE
+    sqs = boto3.client("sqs")
+    held = sqs.receive_message(QueueUrl=stack.dlq_url, VisibilityTimeout=0, AttributeNames=["All"])[
+        "Messages"
+    ]
+    assert len(held) == 1
+
+    sqs.send_message(
+        QueueUrl=stack.queue_url,
+        MessageBody=held[0]["Body"],
+        MessageGroupId=held[0]["Attributes"]["MessageGroupId"],
+        MessageDeduplicationId="sent-again-after-the-window",
+    )
+    run_until_quiet(world)
+
+    assert titles(discord.texts()) == NEWEST_THREE  # not a second time
+    assert queue_counts(stack.dlq_url)[0] == 2  # held like the first
+    assert queue_counts(stack.queue_url) == (0, 0)

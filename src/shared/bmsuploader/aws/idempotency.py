@@ -111,8 +111,9 @@ class Attempts:
     record on any exception, so :meth:`remember_unknown` writes a mark of our own, in
     the same table, under the record's key + ``#unknown``, expiring with the records).
 
-    Only a redelivered message (receive count above 1) can follow such an attempt, so
-    :meth:`maybe_posted` is asked only then: one BatchGetItem, never on a first attempt.
+    One BatchGetItem. The poster asks it for every message of a network other than X (a
+    first receive may be a repeat the fetcher sent after SQS's 5-minute deduplication window,
+    following an attempt of an earlier message), and for X only on a redelivery.
     """
 
     def __init__(self, table_name: str, poster_function_name: str, client: DynamoDBClient | None = None):

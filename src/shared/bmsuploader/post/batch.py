@@ -19,9 +19,13 @@ cycle back every few minutes. A failure that parks a *destination* (rate limit,
 credentials) is systemic to it: the batch's later records for that destination,
 in any group, wait with the same delay without calling the network again.
 
-A redelivered record (receive count above 1) may follow an attempt whose outcome
-is unknown; the batch asks :class:`~bmsuploader.aws.idempotency.Attempts` (one
-read) and tells the publisher, which checks the network before posting again.
+A record may follow an attempt whose outcome is unknown; the batch asks
+:class:`~bmsuploader.aws.idempotency.Attempts` (one read) and tells the publisher,
+which checks the network before posting again. For X only a redelivered record
+(receive count above 1) is asked about (X's duplicate-content check answers any
+attempt); for the other networks every record is, since a message the fetcher sent
+again after SQS's 5-minute deduplication window is received a first time although
+the entry's earlier message may have been posted (and, on Discord, held for the operator).
 :meth:`Poster.announce` writes the "outcome unknown" mark *inside* the idempotent
 function, before the error leaves it: Powertools then removes the attempt's record,
 and a crash or an unconfirmed removal there must not take the only trace with it. For
@@ -141,7 +145,11 @@ class PosterBatch:
             )
             if (parked := self.parked.get(message.destination_name)) is not None:
                 self._wait_behind(record, parked)
-            maybe_posted = receive_count > 1 and self.poster.attempts.maybe_posted(
+            # X ignores it (its duplicate-content check answers every attempt). Elsewhere a first
+            # receive may follow an earlier attempt too: a message the fetcher sent again (a run
+            # failed between the send and marking the entry seen) after SQS's 5-minute window.
+            asks = receive_count > 1 or message.destination is not None
+            maybe_posted = asks and self.poster.attempts.maybe_posted(
                 message.source,
                 message.entry_id,
                 message.destination,
