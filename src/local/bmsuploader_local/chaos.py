@@ -278,9 +278,10 @@ def destination_toml(kind: str) -> str:
 class NetworkFaults:
     """How the fault test meets one destination kind (its row in :data:`NETWORK_FAULTS`).
 
-    Besides its row, a kind's fake (``networks.FAKES``) needs what FakeMastodon has: a
-    ``now`` clock, a ``responder`` hook, and ``unauthorized()``, ``server_error(status)`` and
-    ``accept_then_drop()`` answers."""
+    Besides its row, a kind's fake (``networks.FAKES``) needs a ``responder`` hook for its
+    create call and ``unauthorized()``, ``server_error(status)`` and ``accept_then_drop()``
+    answers; one whose answers depend on time (post times the publisher's check compares,
+    an Idempotency-Key's hour) has a ``now`` clock, which follows the virtual one."""
 
     #: whether (method, path) is the call that creates a post
     creates: Callable[[str, str], bool]
@@ -309,12 +310,19 @@ def _misskey_rate_limited(now: float, end: float) -> Any:
 def _bluesky_rate_limited(now: float, end: float) -> Any:
     from bmsuploader_local.fake_bluesky import FakeBluesky
 
-    return FakeBluesky.rate_limited(int(end))
+    return FakeBluesky.rate_limited(int(end))  # virtual epoch
 
+
+def _discord_rate_limited(now: float, end: float) -> Any:
+    from bmsuploader_local.fake_discord import FakeDiscord
+
+    return FakeDiscord.rate_limited(round(end - now, 3))
+
+
+_DISCORD_WEBHOOK = re.compile(r"^/api(?:/v\d{1,2})?/webhooks/\d+/[^/]+/?$")
 
 #: One row per destination kind: the injector's "crash right after the network accepted a
 #: post" matches a create call by its row, and the outage windows answer 429 through it.
-#: Discord's row comes with its fake (``POST /api/webhooks/{id}/{token}``).
 NETWORK_FAULTS: dict[str, NetworkFaults] = {
     "x": NetworkFaults(
         creates=lambda method, path: method == "POST" and path == "/2/tweets",
@@ -332,6 +340,10 @@ NETWORK_FAULTS: dict[str, NetworkFaults] = {
     "bluesky": NetworkFaults(
         creates=lambda method, path: method == "POST" and path == "/xrpc/com.atproto.repo.createRecord",
         rate_limited=_bluesky_rate_limited,
+    ),
+    "discord": NetworkFaults(
+        creates=lambda method, path: method == "POST" and bool(_DISCORD_WEBHOOK.match(path)),
+        rate_limited=_discord_rate_limited,
     ),
 }
 
@@ -1204,7 +1216,8 @@ class ChaosRun:
             # checks compare post times with the entry's fetch time), its outages ours.
             self.networks = stack.enter_context(start_networks(load_sources(sources).destinations))
             for kind, network in self.networks.items():
-                network.fake.now = self.clock.now
+                if hasattr(network.fake, "now"):
+                    network.fake.now = self.clock.now
                 network.fake.responder = functools.partial(self._network_answer, kind)
             self.injector.base_urls = {
                 "x": self.fake_x.base_url,
@@ -1665,8 +1678,12 @@ class ChaosRun:
 MessageKey = tuple[str, str, str]
 #: The reason of a dead letter that waits for the operator because the network cannot tell
 #: whether an earlier attempt posted it (MaybePostedError: a Discord webhook cannot list its
-#: messages; a Mastodon or Misskey account that posted too much since to tell).
-HELD_REASON = re.compile(r"may (?:already be|have) posted", re.IGNORECASE)
+#: messages; a Mastodon or Misskey account that posted too much since to tell). Its texts:
+#: "an earlier attempt at this post may have been accepted", "... may have posted this entry".
+HELD_REASON = re.compile(
+    r"earlier attempt\b.*\bmay (?:already be posted|have posted|have been accepted)",
+    re.IGNORECASE | re.DOTALL,
+)
 _MARKUP = re.compile(r"</?plain>")
 _ESCAPED = re.compile(r"\\(.)")
 
