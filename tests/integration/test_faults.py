@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from bmsuploader.post.networks import misskey
+from bmsuploader.contract.errors import MaybePostedError
+from bmsuploader.post.networks import discord, misskey
+from bmsuploader.post.networks.base import PostRequest
+from bmsuploader.post.networks.fediverse import OwnPost, find_own_post
 from bmsuploader_local.chaos import (
     ALL_FAULTS,
     DEFAULT_DESTINATIONS,
+    HELD_REASON,
     ChaosConfig,
     Fault,
     VirtualClock,
@@ -34,8 +38,9 @@ from bmsuploader_local.networks import FAKES
 
 pytestmark = pytest.mark.integration
 
-#: Schedules per seed here: about 30 s each (X and two other networks) on a 2-core machine.
-#: `make chaos` runs 300.
+FETCHED = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+#: Schedules per seed here: 35-50 s each with X and the four other networks on a 2-core machine
+#: (the file: about 95 s). `make chaos` runs 300.
 SCHEDULES = 30
 
 
@@ -92,6 +97,21 @@ def test_a_post_is_read_back_through_each_networks_escapes() -> None:
     )
     assert posted_entry(r"be\_ta up\*6013 \*\*bold\*\*") == ("be_ta", "up*6013")
     assert posted_entry("gamma\nup6014 title") == ("gamma", "up6014")
+
+
+def test_the_judge_holds_what_a_network_that_cannot_check_says() -> None:
+    """A dead letter of MaybePostedError waits for the operator (held, not lost); its texts."""
+    post = PostRequest(text="alpha 00013 t", link=None, key="k" * 64, created_at=FETCHED, maybe_posted=True)
+    webhook = discord.parse_webhook_url(f"https://discord.com/api/webhooks/123456789012345678/{'t' * 68}")
+    with pytest.raises(MaybePostedError) as webhook_cannot_list:
+        discord.DiscordPublisher(webhook).publish(post)  # no request: a webhook cannot check
+    newer = [OwnPost(id="9", created_at=FETCHED + timedelta(minutes=1), text="another post")]
+    with pytest.raises(MaybePostedError) as too_many_since:
+        find_own_post(lambda until: newer, post, network="Misskey", page_size=1)
+
+    assert HELD_REASON.search(str(webhook_cannot_list.value))
+    assert HELD_REASON.search(str(too_many_since.value))
+    assert not HELD_REASON.search("Misskey at http://127.0.0.1:1 refused the note (400 INVALID_PARAM)")
 
 
 def test_destinations_are_checked_before_a_run() -> None:
