@@ -895,9 +895,6 @@ class Window:
     end: float
 
 
-XWindow = Window  # the older name, from when X was the only network
-
-
 @dataclass(frozen=True)
 class StepPlan:
     """What one schedule brings. A pure function of (seed, index, fault kinds)."""
@@ -1656,10 +1653,10 @@ class ChaosRun:
                 continue  # poison (judged by the caller) or a malformed message
             if reason is not None and HELD_REASON.search(reason):
                 held.add((source, entry_id))
-                tally["held"] += 1
             elif (source, entry_id) not in uploaded or posted[source, entry_id]:
                 tally["dead_lettered"] += 1
                 verdict.details.append(f"in the DLQ: {_label((name, source, entry_id))} ({reason})")
+        tally["held"] = len(held)
         return in_dlq, held
 
     def _judge_masked(self, verdict: Verdict) -> None:
