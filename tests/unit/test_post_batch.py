@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from bmsuploader.contract.errors import AuthError, TransientPublishError, UnknownOutcomeError
+from bmsuploader.contract.errors import (
+    AuthError,
+    Disposition,
+    MaybePostedError,
+    TransientPublishError,
+    UnknownOutcomeError,
+)
 from bmsuploader.contract.message import EntryMessage
 from bmsuploader.post.batch import Poster
 
@@ -94,10 +100,27 @@ def test_a_failing_attempt_passes_on_that_the_network_may_hold_the_post(
     assert attempts.marks == ([("stella", "00123", "io", int(NOW.timestamp()))] if marked else [])
 
 
-def test_a_mark_that_cannot_be_written_is_logged_and_the_error_goes_on() -> None:
+def test_a_mark_that_cannot_be_written_holds_the_message_for_the_operator() -> None:
+    # The next attempt could not know to check, and Misskey has no duplicate check of its own:
+    # the message goes to the dead-letter queue as "may have been accepted", never posted blind.
     logger = Logger()
 
-    with pytest.raises(UnknownOutcomeError):
+    with pytest.raises(MaybePostedError, match="may have been accepted") as caught:
         announce(poster(UnknownOutcomeError("dropped"), Attempts(fails=True), logger), maybe_posted=False)
 
-    assert logger.errors and "may post twice" in logger.errors[0]
+    assert isinstance(caught.value.__cause__, UnknownOutcomeError)
+    assert caught.value.disposition is Disposition.DEAD_LETTER
+    assert logger.errors and "could not record" in logger.errors[0]
+
+
+def test_on_x_an_unrecorded_mark_is_logged_and_the_error_goes_on() -> None:
+    # X refuses the same text as duplicate content: its retry needs no mark.
+    logger = Logger()
+    on_x = MESSAGE.for_destination(None)
+
+    with pytest.raises(UnknownOutcomeError):
+        poster(UnknownOutcomeError("dropped"), Attempts(fails=True), logger).announce(
+            on_x, invocation_id="i-1", from_backlog=False, maybe_posted=False
+        )
+
+    assert logger.errors

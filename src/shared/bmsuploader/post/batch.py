@@ -50,7 +50,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from bmsuploader.aws.idempotency import Attempts
 from bmsuploader.aws.queue import BACKLOG_ORDER_ATTRIBUTE, Delay, QueueControl
 from bmsuploader.aws.state import StateStore
-from bmsuploader.contract.errors import BmsUploaderError, Disposition, UnknownOutcomeError
+from bmsuploader.contract.errors import (
+    BmsUploaderError,
+    Disposition,
+    MaybePostedError,
+    UnknownOutcomeError,
+)
 from bmsuploader.contract.message import EntryMessage, parse_message
 from bmsuploader.contract.outcomes import Outcome
 from bmsuploader.contract.settings import MICRO
@@ -93,11 +98,20 @@ class Poster:
                 message, invocation_id=invocation_id, from_backlog=from_backlog, maybe_posted=maybe_posted
             )
         except Exception as exc:
-            if maybe_posted or isinstance(exc, UnknownOutcomeError):
-                self._remember_unknown(message)
+            unknown = maybe_posted or isinstance(exc, UnknownOutcomeError)
+            if unknown and not self._remember_unknown(message) and message.destination is not None:
+                # The next attempt could not know to check first. X would refuse the same
+                # text as a duplicate; another network might post it twice: hold it instead.
+                raise MaybePostedError(
+                    f"{message.destination_name}: an earlier attempt at this post may have been "
+                    "accepted (its outcome is unknown), and that could not be recorded for the "
+                    "next attempt to check: held here rather than risk a second post. Look for "
+                    "it on the network; `bmsuploader redrive` it if it is missing, or "
+                    "`--discard` it if it is there"
+                ) from exc
             raise
 
-    def _remember_unknown(self, message: EntryMessage) -> None:
+    def _remember_unknown(self, message: EntryMessage) -> bool:
         """The network may have taken the post: say so for the next attempt (which checks).
 
         Written while the attempt's record is still there. Powertools removes the record as the
@@ -113,10 +127,12 @@ class Poster:
             )
         except Exception:
             self.logger.exception(
-                "could not record that the post's outcome is unknown; the retry posts without "
-                "checking first, and on a network without a duplicate check it may post twice",
+                "could not record that the post's outcome is unknown (X: its duplicate check covers "
+                "the retry; another network: the message is held in the dead-letter queue)",
                 extra={"outcome": "unknown_outcome_unrecorded"},
             )
+            return False
+        return True
 
 
 @dataclass
