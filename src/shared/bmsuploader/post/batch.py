@@ -50,12 +50,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from bmsuploader.aws.idempotency import Attempts
 from bmsuploader.aws.queue import BACKLOG_ORDER_ATTRIBUTE, Delay, QueueControl
 from bmsuploader.aws.state import StateStore
-from bmsuploader.contract.errors import (
-    BmsUploaderError,
-    Disposition,
-    MaybePostedError,
-    UnknownOutcomeError,
-)
+from bmsuploader.contract.errors import BmsUploaderError, Disposition, UnknownOutcomeError
 from bmsuploader.contract.message import EntryMessage, parse_message
 from bmsuploader.contract.outcomes import Outcome
 from bmsuploader.contract.settings import MICRO
@@ -99,16 +94,13 @@ class Poster:
             )
         except Exception as exc:
             unknown = maybe_posted or isinstance(exc, UnknownOutcomeError)
-            if unknown and not self._remember_unknown(message) and message.destination is not None:
-                # The next attempt could not know to check first. X would refuse the same
-                # text as a duplicate; another network might post it twice: hold it instead.
-                raise MaybePostedError(
-                    f"{message.destination_name}: an earlier attempt at this post may have been "
-                    "accepted (its outcome is unknown), and that could not be recorded for the "
-                    "next attempt to check: held here rather than risk a second post. Look for "
-                    "it on the network; `bmsuploader redrive` it if it is missing, or "
-                    "`--discard` it if it is there"
-                ) from exc
+            if unknown and not self._remember_unknown(message):
+                # The mark could not be written. Keep the attempt's own record instead: Powertools
+                # removes it only for an Exception, and an IN_PROGRESS record whose time has
+                # passed is what a crashed attempt leaves, which the next attempt reads as
+                # "check first" (Attempts.maybe_posted) -- on every network, even if this message
+                # is delivered again after being set aside.
+                raise KeepRecord(exc) from exc
             raise
 
     def _remember_unknown(self, message: EntryMessage) -> bool:
@@ -127,8 +119,8 @@ class Poster:
             )
         except Exception:
             self.logger.exception(
-                "could not record that the post's outcome is unknown (X: its duplicate check covers "
-                "the retry; another network: the message is held in the dead-letter queue)",
+                "could not record that the post's outcome is unknown; the attempt's record is kept "
+                "in progress instead, so the next attempt checks before posting again",
                 extra={"outcome": "unknown_outcome_unrecorded"},
             )
             return False
@@ -179,6 +171,9 @@ class PosterBatch:
             )
         except _Waiting:
             raise RuntimeError("waits behind its destination's failure") from None
+        except KeepRecord as kept:
+            self._failed(record, message, decide(kept.failure, receive_count), kept.failure)
+            return None
         except Exception as exc:  # noqa: BLE001 - every failure goes through decide()
             self._failed(record, message, decide(exc, receive_count), exc)
             return None
@@ -346,6 +341,17 @@ class PosterBatch:
 
     def _count(self, outcome: Outcome, value: int = 1) -> None:
         self.poster.metrics.add_metric(name=outcome.metric, unit=MetricUnit.Count, value=value)
+
+
+class KeepRecord(BaseException):
+    """Carries an attempt's failure past Powertools' idempotent function *without* its record
+    being removed (Powertools removes it only for an ``Exception``): the record, left
+    IN_PROGRESS, tells the next attempt that this one's outcome is unknown. Caught in
+    :meth:`PosterBatch.handle`, which decides on the failure it carries."""
+
+    def __init__(self, failure: Exception) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
 
 
 class _Waiting(Exception):
