@@ -47,7 +47,6 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -63,7 +62,7 @@ from bmsuploader.post.networks.bluesky import (
     encode_tid,
     grapheme_count,
 )
-from bmsuploader_local.loopback import LoopbackService
+from bmsuploader_local.loopback import JsonHandler, LoopbackService
 
 LINK_FEATURE = "app.bsky.richtext.facet#link"
 DEFAULT_IDENTIFIER = "bmsuploader.test"
@@ -392,26 +391,13 @@ def _facet_problem(facet: Any, raw: bytes) -> str | None:
     return None
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server_version = "FakeBluesky/1.0"
     protocol_version = "HTTP/1.1"  # keep-alive, as a real PDS behind a proxy
 
     @property
     def fake(self) -> FakeBluesky:
         return cast(FakeBluesky, self.server.service)  # type: ignore[attr-defined]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # quiet: tests read fake.requests instead
-
-    def _send(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
-        raw = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(raw)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(raw)
 
     def do_GET(self) -> None:
         parts = urlsplit(self.path)

@@ -42,11 +42,10 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from bmsuploader_local.loopback import LoopbackService
+from bmsuploader_local.loopback import JsonHandler, LoopbackService
 
 DEFAULT_TOKEN = "fake-mastodon-token"  # noqa: S105 -- a fake's well-known test token
 ALL_SCOPES = frozenset({"write:statuses", "read:accounts", "read:statuses"})
@@ -337,25 +336,12 @@ class FakeMastodon(LoopbackService):
         return 200, {"uri": "mastodon.example", "max_toot_chars": self.max_characters}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server_version = "FakeMastodon/1.0"
 
     @property
     def fake(self) -> FakeMastodon:
         return cast(FakeMastodon, self.server.service)  # type: ignore[attr-defined]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # quiet: tests read fake.requests instead
-
-    def _send(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
-        raw = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(raw)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(raw)
 
     def _seen(self, text: str | None, status: int | None) -> None:
         self.fake.requests.append(

@@ -40,11 +40,10 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from bmsuploader_local.loopback import LoopbackService
+from bmsuploader_local.loopback import JsonHandler, LoopbackService
 
 DEFAULT_TOKEN = "fake-misskey-token"  # noqa: S105 -- a fake's well-known test token
 ALL_PERMISSIONS = frozenset({"write:notes", "read:account"})
@@ -320,25 +319,12 @@ class FakeMisskey(LoopbackService):
         return 404, {"error": NO_SUCH_ENDPOINT}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server_version = "FakeMisskey/1.0"
 
     @property
     def fake(self) -> FakeMisskey:
         return cast(FakeMisskey, self.server.service)  # type: ignore[attr-defined]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # quiet: tests read fake.requests instead
-
-    def _send(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
-        raw = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(raw)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(raw)
 
     def do_GET(self) -> None:
         if urlsplit(self.path).path == "/fake/posts":

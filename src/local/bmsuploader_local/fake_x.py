@@ -31,11 +31,10 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 
 from bmsuploader.post.rendering import weighted_length
-from bmsuploader_local.loopback import LoopbackService
+from bmsuploader_local.loopback import JsonHandler, LoopbackService
 
 MAX_WEIGHTED_LENGTH = 280
 FIRST_ID = 1_900_000_000_000_000_001
@@ -218,25 +217,12 @@ def _is_oauth1(authorization: str | None) -> bool:
     return all(name in present for name in OAUTH_PARAMS)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server_version = "FakeX/1.0"
 
     @property
     def fake(self) -> FakeX:
         return cast(FakeX, self.server.service)  # type: ignore[attr-defined]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # quiet: tests read fake.requests instead
-
-    def _send(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
-        raw = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(raw)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(raw)
 
     def do_GET(self) -> None:
         if self.path == "/fake/posts":

@@ -7,8 +7,10 @@ context manager, ``base_url``. Request handlers reach their service as
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
@@ -69,3 +71,21 @@ class LoopbackService:
             )
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """A fake API's request handler: quiet (tests read the fake's own request log) and
+    answering JSON (``None``: an empty body) with any extra headers."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet: tests read fake.requests instead
+
+    def _send(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
+        raw = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(raw)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(raw)
