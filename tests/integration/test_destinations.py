@@ -189,23 +189,34 @@ def test_a_discord_post_that_may_exist_waits_for_the_operator_and_redrive_asks_n
     assert titles(discord.texts()) == NEWEST_THREE  # the first one was taken, once
     assert titles(texts_of(world)["misskey"]) == NEWEST_THREE  # the others never waited
     dead = DeadLetters(stack.dlq_url).peek(hold_seconds=1, expected=1)
-    assert [d.group_id for d in dead] == ["uploader~hook"]
+    assert [(d.group_id, d.check_first) for d in dead] == [("uploader~hook", True)]
     assert "may have been accepted (its outcome is unknown)" in (dead[0].reason or "")
 
-    # The operator redrives it anyway (say the channel lost it). Its next attempt fails once
-    # (429): without the cleared mark it would go straight back as "may already be posted".
     sources = load_sources(world["sources_file"])
     poster = LambdaEnvironment.from_env().aws_lambda_function_name  # as the poster reads it here
     records = PostRecords(stack.idempotency_table, poster)
     attempts = Attempts(stack.idempotency_table, poster)
-    time.sleep(1.5)  # the look above holds it for a second
-    _candidates, outcome = redrive.redrive(
-        DeadLetters(stack.dlq_url),
-        lambda letter: redrive.decide(letter, records, sources, None),
-        EntryQueue(stack.queue_url),
-        forget=lambda m: attempts.forget_unknown(m.source, m.entry_id, m.destination),
-    )
-    assert outcome is not None and len(outcome.redriven) == 1 and not outcome.failed
+
+    def redrive_chosen(chosen: set[str] | None) -> redrive.Outcome:
+        time.sleep(1.5)  # the look before holds it for a second
+        _candidates, outcome = redrive.redrive(
+            DeadLetters(stack.dlq_url),
+            lambda letter: redrive.decide(letter, records, sources, chosen),
+            EntryQueue(stack.queue_url),
+            chosen=chosen,
+            forget=lambda m: attempts.forget_unknown(m.source, m.entry_id, m.destination),
+        )
+        assert outcome is not None and not outcome.failed
+        return outcome
+
+    # A plain `redrive --yes` after an outage leaves it: only the operator can tell.
+    kept = redrive_chosen(None)
+    assert (kept.redriven, [c.letter.message_id for c in kept.kept]) == ([], [dead[0].message_id])
+    assert "may already be posted on hook: look there" in kept.kept[0].why
+
+    # The operator looks and redrives it by name (say the channel lost it). Its next attempt
+    # fails once (429): without the cleared mark it would go straight back as "may already be posted".
+    assert len(redrive_chosen({dead[0].message_id}).redriven) == 1
     discord.fake.script(FakeDiscord.rate_limited(retry_after=1.0))
     run_until_quiet(world)
 

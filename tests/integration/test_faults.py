@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from bmsuploader.contract.errors import MaybePostedError
+from bmsuploader.contract.errors import Disposition, MaybePostedError, PermanentPublishError
+from bmsuploader.post.cycle import decide
 from bmsuploader.post.networks import discord, misskey
 from bmsuploader.post.networks.base import PostRequest
 from bmsuploader.post.networks.fediverse import OwnPost, find_own_post
 from bmsuploader_local.chaos import (
     ALL_FAULTS,
     DEFAULT_DESTINATIONS,
-    HELD_REASON,
     ChaosConfig,
     Fault,
     VirtualClock,
@@ -99,8 +99,9 @@ def test_a_post_is_read_back_through_each_networks_escapes() -> None:
     assert posted_entry("gamma\nup6014 title") == ("gamma", "up6014")
 
 
-def test_the_judge_holds_what_a_network_that_cannot_check_says() -> None:
-    """A dead letter of MaybePostedError waits for the operator (held, not lost); its texts."""
+def test_what_a_network_that_cannot_check_raises_is_dead_lettered_marked_check_first() -> None:
+    """A dead letter of MaybePostedError waits for the operator: the judge counts it held, not
+    lost, and redrive sends it back only by name; both read the mark, never the wording."""
     post = PostRequest(text="alpha 00013 t", link=None, key="k" * 64, created_at=FETCHED, maybe_posted=True)
     webhook = discord.parse_webhook_url(f"https://discord.com/api/webhooks/123456789012345678/{'t' * 68}")
     with pytest.raises(MaybePostedError) as webhook_cannot_list:
@@ -109,9 +110,11 @@ def test_the_judge_holds_what_a_network_that_cannot_check_says() -> None:
     with pytest.raises(MaybePostedError) as too_many_since:
         find_own_post(lambda until: newer, post, network="Misskey", page_size=1)
 
-    assert HELD_REASON.search(str(webhook_cannot_list.value))
-    assert HELD_REASON.search(str(too_many_since.value))
-    assert not HELD_REASON.search("Misskey at http://127.0.0.1:1 refused the note (400 INVALID_PARAM)")
+    for maybe_posted in (webhook_cannot_list.value, too_many_since.value):
+        decision = decide(maybe_posted, receive_count=2)
+        assert (decision.disposition, decision.check_first) == (Disposition.DEAD_LETTER, True)
+    refused = decide(PermanentPublishError("Misskey refused the note (400 INVALID_PARAM)"), receive_count=1)
+    assert (refused.disposition, refused.check_first) == (Disposition.DEAD_LETTER, False)
 
 
 def test_destinations_are_checked_before_a_run() -> None:

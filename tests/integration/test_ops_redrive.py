@@ -120,6 +120,51 @@ def test_redrive_moves_only_the_chosen_message_and_keeps_poison(
     assert dlq_counts(registered) == (2, 0)  # 00001 and the poison, visible again
 
 
+def test_a_message_that_may_already_be_posted_goes_back_only_by_name(
+    registered: StackResources, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "sources.toml").write_text(
+        SOURCES
+        + '[[destination]]\nname = "x"\nkind = "x"\n\n'
+        + '[[destination]]\nname = "hook"\nkind = "discord"\nsecret = "/bmsuploader/destinations/hook"\n',
+        encoding="utf-8",
+    )
+    dead_letter(registered, "00001")
+    body = EntryMessage(
+        source="uploader",
+        entry_id="00002",
+        title="譜面 00002",
+        url="http://x.test/00002.zip",
+        fetched_at=datetime(2026, 11, 28, tzinfo=UTC),
+        destination="hook",
+    ).to_json()
+    QueueControl(registered.queue_url, registered.dlq_url).dead_letter(
+        body=body,
+        group_id="uploader~hook",
+        deduplication_id="d00002",
+        reason="an earlier attempt at this post may have been accepted",
+        check_first=True,
+    )
+
+    code, out, _ = cli(capsys, tmp_path, "redrive", "--yes", stack=registered.stack_name)
+
+    assert code == 0
+    assert "sent 1 back to the queue, dropped 0 already posted, kept 1" in out
+    assert "-> keep: may already be posted on hook: look there" in out
+    assert [message.entry_id for _, message in drain(registered.queue_url)] == ["00001"]
+    code, out, _ = cli(capsys, tmp_path, "redrive", "--json", stack=registered.stack_name)
+    (held,) = json.loads(out)["messages"]
+    assert (held["entry_id"], held["check_first"], held["action"]) == ("00002", True, "keep")
+
+    code, out, _ = cli(
+        capsys, tmp_path, "redrive", "--message-id", held["message_id"], "--yes", stack=registered.stack_name
+    )
+
+    assert code == 0 and "sent 1 back to the queue" in out
+    assert [(m.entry_id, m.destination) for _, m in drain(registered.queue_url)] == [("00002", "hook")]
+    assert dlq_counts(registered) == (0, 0)
+
+
 def test_errors_are_one_line_not_a_traceback(
     registered: StackResources,
     tmp_path: Path,

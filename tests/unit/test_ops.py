@@ -148,3 +148,24 @@ def test_durations_read_naturally() -> None:
         "3 h 5 min",
         "3 d 2 h",
     ]
+
+
+def test_explain_tells_to_look_before_redriving_a_message_that_may_already_be_posted() -> None:
+    from bmsuploader.aws.queue import DeadLetter
+    from bmsuploader.aws.state.seen import SeenEntry
+    from bmsuploader.ops.explain import DEAD_LETTER, Explanation, _verdict
+
+    def letter(*, check_first: bool) -> DeadLetter:
+        return DeadLetter(
+            "m-1", "r", "{}", "uploader~hook", "outcome unknown", None, 1, check_first=check_first
+        )
+
+    seen = SeenEntry(seen_at="2026-11-28T00:00:00+00:00", baseline=False)
+    now = datetime(2026, 11, 29, tzinfo=UTC)
+    held = Explanation("uploader", "00027", "hook", seen=seen, dead_letters=[letter(check_first=True)])
+    failed = Explanation("uploader", "00027", "hook", seen=seen, dead_letters=[letter(check_first=False)])
+
+    verdict, summary = _verdict(held, now)
+    assert verdict == DEAD_LETTER and "Look for the post first" in summary
+    assert "redrive --message-id m-1 --discard --yes" in summary
+    assert "Fix the cause" in _verdict(failed, now)[1]

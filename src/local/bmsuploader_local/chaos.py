@@ -103,7 +103,7 @@ from zoneinfo import ZoneInfo
 
 import boto3
 
-from bmsuploader.aws.queue import REASON_ATTRIBUTE
+from bmsuploader.aws.queue import CHECK_FIRST_ATTRIBUTE, REASON_ATTRIBUTE
 from bmsuploader.config.sources import load_sources
 from bmsuploader_local.aws import ACCOUNT, REGION, StackResources, provision_stack, start_moto_server
 from bmsuploader_local.fake_x import FakeX, Scripted
@@ -1558,9 +1558,9 @@ class ChaosRun:
         for key in backlog:
             verdict.details.append(f"stuck in the backlog: {_label(key)}")
             verdict.by_destination[key[0]]["stuck"] += 1
-        dead = [(_message_of(m.body), _reason(m)) for m in _moto_queue(self.stack.dlq_url)._messages]
+        dead = [(_message_of(m.body), *_marks(m)) for m in _moto_queue(self.stack.dlq_url)._messages]
         verdict.stats["dlq messages"] = len(dead)
-        verdict.stats["dlq copies beyond the first"] = len(dead) - len({key for key, _ in dead})
+        verdict.stats["dlq copies beyond the first"] = len(dead) - len({key for key, *_ in dead})
         verdict.stats["uploads"] = len(self.uploads)
         waiting = set(queued) | set(backlog)
         for name, texts in self._posts().items():
@@ -1575,7 +1575,7 @@ class ChaosRun:
         name: str,
         texts: list[str],
         waiting: set[MessageKey],
-        dead: list[tuple[MessageKey, str | None]],
+        dead: list[DeadMark],
     ) -> None:
         """One destination's posts against the uploads: each posted once, in upload order per
         source, or still waiting; on X a poison upload belongs in the DLQ, elsewhere it is posted."""
@@ -1636,7 +1636,7 @@ class ChaosRun:
         verdict: Verdict,
         name: str,
         posted: Counter[tuple[str, str]],
-        dead: list[tuple[MessageKey, str | None]],
+        dead: list[DeadMark],
     ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
         """(entries in the DLQ, those held for the operator) of one destination. On a network
         other than X only "may already be posted" belongs there; any other dead letter is an
@@ -1645,13 +1645,13 @@ class ChaosRun:
         uploaded = {(u.source, u.entry_id) for u in self.uploads}
         in_dlq: set[tuple[str, str]] = set()
         held: set[tuple[str, str]] = set()
-        for (destination, source, entry_id), reason in dead:
+        for (destination, source, entry_id), reason, check_first in dead:
             if destination != name:
                 continue
             in_dlq.add((source, entry_id))
             if name == "x":
                 continue  # poison (judged by the caller) or a malformed message
-            if reason is not None and HELD_REASON.search(reason):
+            if check_first:
                 held.add((source, entry_id))
             elif (source, entry_id) not in uploaded or posted[source, entry_id]:
                 tally["dead_lettered"] += 1
@@ -1673,14 +1673,11 @@ class ChaosRun:
 
 #: (destination, source, entry id) of a message, a backlog item or a post
 MessageKey = tuple[str, str, str]
-#: The reason of a dead letter that waits for the operator because the network cannot tell
-#: whether an earlier attempt posted it (MaybePostedError: a Discord webhook cannot list its
-#: messages; a Mastodon or Misskey account that posted too much since to tell). Its texts:
-#: "an earlier attempt at this post may have been accepted", "... may have posted this entry".
-HELD_REASON = re.compile(
-    r"earlier attempt\b.*\bmay (?:already be posted|have posted|have been accepted)",
-    re.IGNORECASE | re.DOTALL,
-)
+#: A dead letter: whose, the poster's reason, and whether it waits for the operator because
+#: the network cannot tell whether an earlier attempt posted it (the ``check_first`` mark of
+#: MaybePostedError: a Discord webhook cannot list its messages; a Mastodon or Misskey account
+#: that posted too much since to tell).
+type DeadMark = tuple[MessageKey, str | None, bool]
 _MARKUP = re.compile(r"</?plain>")
 _ESCAPED = re.compile(r"\\(.)")
 
@@ -1708,13 +1705,13 @@ def _label(key: MessageKey) -> str:
     return f"{source}/{entry_id} on {destination}"
 
 
-def _reason(message: Any) -> str | None:
-    """The ``reason`` attribute the poster gives a dead letter (none when SQS moved it there)."""
-    attribute = message.message_attributes.get(REASON_ATTRIBUTE)
-    if not isinstance(attribute, dict):
-        return None
-    value = attribute.get("string_value", attribute.get("StringValue"))
-    return value if isinstance(value, str) else None
+def _marks(message: Any) -> tuple[str | None, bool]:
+    """The ``reason`` attribute the poster gives a dead letter (none when SQS moved it there),
+    and whether it carries the ``check_first`` mark."""
+    attributes = message.message_attributes
+    reason = attributes.get(REASON_ATTRIBUTE)
+    value = reason.get("string_value", reason.get("StringValue")) if isinstance(reason, dict) else None
+    return (value if isinstance(value, str) else None), CHECK_FIRST_ATTRIBUTE in attributes
 
 
 def run_chaos(config: ChaosConfig, log: IO[str] | None = None) -> Verdict:

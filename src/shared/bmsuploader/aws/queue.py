@@ -42,6 +42,8 @@ def clamp_visibility(seconds: int) -> int:
 BACKLOG_ORDER_ATTRIBUTE = "backlog_order"
 #: Message attribute of a message the poster dead-lettered: why.
 REASON_ATTRIBUTE = "reason"
+#: set on a dead letter that may already be posted (a network that cannot be asked)
+CHECK_FIRST_ATTRIBUTE = "check_first"
 
 
 @dataclass(frozen=True)
@@ -193,16 +195,22 @@ class QueueControl:
             failed.extend(chunk[int(f["Id"])].message_id for f in response.get("Failed", []))
         return failed
 
-    def dead_letter(self, *, body: str, group_id: str, deduplication_id: str, reason: str) -> str:
+    def dead_letter(
+        self, *, body: str, group_id: str, deduplication_id: str, reason: str, check_first: bool = False
+    ) -> str:
         """Copy a poison message to the DLQ with its reason; returns the DLQ message id.
 
         The caller then lets the original succeed, so it is deleted and its
         group carries on. If this send fails it raises, and the original stays
-        on the queue: nothing is lost.
+        on the queue: nothing is lost. ``check_first``: it may already be posted
+        (:attr:`~bmsuploader.contract.errors.BmsUploaderError.check_first`); the mark is an
+        attribute of its own, so tools never have to read the reason's wording.
         """
         attributes: dict[str, Any] = {
             REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1000] or "unknown"},
         }
+        if check_first:
+            attributes[CHECK_FIRST_ATTRIBUTE] = {"DataType": "String", "StringValue": "may already be posted"}
         response = self.client.send_message(
             QueueUrl=self.dlq_url,
             MessageBody=body,
@@ -259,6 +267,8 @@ class DeadLetter:
     reason: str | None
     sent_at: datetime | None
     receive_count: int
+    #: it may already be posted: redriven only when the operator names it
+    check_first: bool = False
 
 
 #: Most messages one look at the dead-letter queue collects.
@@ -298,7 +308,7 @@ class DeadLetters:
                 VisibilityTimeout=hold_seconds,
                 WaitTimeSeconds=wait_seconds,
                 MessageSystemAttributeNames=["All"],
-                MessageAttributeNames=[REASON_ATTRIBUTE],
+                MessageAttributeNames=[REASON_ATTRIBUTE, CHECK_FIRST_ATTRIBUTE],
             )
             new = [m for m in response.get("Messages", []) if m["MessageId"] not in letters]
             if not new:
@@ -336,7 +346,8 @@ class DeadLetters:
 
 def _dead_letter(message: Any) -> DeadLetter:
     attributes = message.get("Attributes", {})
-    reason = message.get("MessageAttributes", {}).get(REASON_ATTRIBUTE, {}).get("StringValue")
+    marks = message.get("MessageAttributes", {})
+    reason = marks.get(REASON_ATTRIBUTE, {}).get("StringValue")
     sent = attributes.get("SentTimestamp")
     return DeadLetter(
         message_id=message["MessageId"],
@@ -346,4 +357,5 @@ def _dead_letter(message: Any) -> DeadLetter:
         reason=reason,
         sent_at=datetime.fromtimestamp(int(sent) / 1000, UTC) if sent else None,
         receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+        check_first=CHECK_FIRST_ATTRIBUTE in marks,
     )

@@ -26,6 +26,9 @@ class BmsUploaderError(Exception):
     """Base class. ``str(err)`` is written to be read alone in a log line."""
 
     disposition: Disposition = Disposition.RETRY
+    #: a dead letter of this kind may already be posted: ``bmsuploader redrive`` sends it back
+    #: only when the operator names it, after looking at the network (it is marked so)
+    check_first: bool = False
 
 
 # --- configuration -------------------------------------------------------
@@ -129,6 +132,7 @@ class MaybePostedError(PublishError):
 
     disposition = Disposition.DEAD_LETTER
     outcome = Outcome.POISONED
+    check_first = True
 
 
 class PermanentPublishError(PublishError):

@@ -153,6 +153,12 @@ def _verdict(found: Explanation, now: datetime) -> tuple[str, str]:  # noqa: PLR
             found.dead_letters[0].reason or "no reason attribute: SQS moved it after maxReceiveCount receives"
         )
         ids = " ".join(f"--message-id {letter.message_id}" for letter in found.dead_letters)
+        if found.dead_letters[0].check_first:
+            return DEAD_LETTER, (
+                f"in the dead-letter queue: {reason}. Look for the post first: if it is missing, "
+                f"`bmsuploader redrive {ids} --yes`; if it is there, "
+                f"`bmsuploader redrive {ids} --discard --yes`"
+            )
         return DEAD_LETTER, (
             f"in the dead-letter queue: {reason}. Fix the cause, then `bmsuploader redrive {ids} --preview`"
         )

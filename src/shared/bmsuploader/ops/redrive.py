@@ -13,6 +13,9 @@ sources file
 not chosen (``--message-id``)               keep      left as it was
 chosen with ``--discard``                   drop      the operator found the post already
                                                       there (a network that cannot check)
+marked "check first" (may already be        keep      only the operator can tell (a Discord
+posted), not chosen by ``--message-id``               webhook cannot be asked): it goes back
+                                                      when named, after a look at the channel
 anything else                               redrive   sent to the queue, then deleted here
 ==========================================  ========  ====================================
 
@@ -75,7 +78,7 @@ class Candidate:
     post: RenderedPost | None = None
 
 
-def decide(
+def decide(  # noqa: PLR0911 - one answer per row of the table above
     letter: DeadLetter,
     records: PostRecords,
     sources: SourcesConfig | None,
@@ -102,6 +105,12 @@ def decide(
             + ": sending it again could only post twice"
         )
         return Candidate(letter, message, message.source, message.entry_id, DROP, why, record)
+    if letter.check_first and chosen is None:
+        why = (
+            f"may already be posted on {message.destination_name}: look there, then "
+            f"`--message-id {letter.message_id} --yes` posts it, or add `--discard` if it is there"
+        )
+        return Candidate(letter, message, message.source, message.entry_id, KEEP, why, record)
     try:
         post = render_for(sources, message)
     except BmsUploaderError as exc:
@@ -236,6 +245,7 @@ def to_json(candidate: Candidate, *, preview: bool) -> dict[str, Any]:
         "reason": letter.reason,
         "in_dead_letter_queue_since": letter.sent_at.isoformat() if letter.sent_at else None,
         "receive_count": letter.receive_count,
+        "check_first": letter.check_first,
         "action": candidate.action,
         "why": candidate.why,
     }

@@ -306,6 +306,7 @@ class PosterBatch:
                 group_id=attrs.message_group_id or "unknown",
                 deduplication_id=attrs.message_deduplication_id or record.message_id,
                 reason=decision.reason,
+                check_first=decision.check_first,
             )
         except Exception:
             self.poster.logger.exception(
@@ -318,7 +319,11 @@ class PosterBatch:
         self.poster.logger.error(
             f"{Outcome.POISONED}: moved to the dead-letter queue; its group continues. "
             f"Reason: {decision.reason}",
-            extra={"outcome": Outcome.POISONED, "dlq_message_id": dlq_id},
+            extra={
+                "outcome": Outcome.POISONED,
+                "dlq_message_id": dlq_id,
+                "check_first": decision.check_first,
+            },
         )
         self.poster.logger.remove_keys(["source", "entry_id", "destination"])
         return True  # done for the batch: the original is deleted

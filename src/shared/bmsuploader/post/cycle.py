@@ -12,6 +12,9 @@ failure                     disposition     what happens to the message
 ==========================  ==============  ==========================================
 bad body / unknown schema   dead-letter     copied to the DLQ with a ``reason``; group continues
 400 from X                  dead-letter     same
+may already be posted,      dead-letter     same, marked ``check_first``: ``bmsuploader redrive``
+network cannot be asked                     sends it back only by name, after the operator looked
+(``MaybePostedError``)
 429 rate limit / usage cap  park            invisible until ``x-rate-limit-reset`` (<= 12 h)
 401 / permission 403        park            invisible for a growing delay (<= 1 h); one error
                                             line names the fix
@@ -78,6 +81,8 @@ class Decision:
     outcome: Outcome
     delay_seconds: int
     reason: str
+    #: dead-lettered as "may already be posted": marked so, redriven only by name
+    check_first: bool = False
 
 
 def decide(exc: BaseException, receive_count: int) -> Decision:
@@ -88,7 +93,7 @@ def decide(exc: BaseException, receive_count: int) -> Decision:
         reason = f"{type(exc).__name__}: {exc}"
         return Decision(Disposition.RETRY, Outcome.RETRY, retry_delay(receive_count), reason)
     if exc.disposition is Disposition.DEAD_LETTER:
-        return Decision(Disposition.DEAD_LETTER, Outcome.POISONED, 0, str(exc))
+        return Decision(Disposition.DEAD_LETTER, Outcome.POISONED, 0, str(exc), exc.check_first)
     outcome = exc.outcome if isinstance(exc, PublishError) else Outcome.RETRY
     if exc.disposition is Disposition.SET_ASIDE:
         return Decision(Disposition.SET_ASIDE, outcome, 0, str(exc))
