@@ -220,6 +220,7 @@ def test_redrive_previews_then_moves_back_with_a_fresh_dedup_id_and_drops_what_w
     actions = {m["entry_id"]: m for m in dry["messages"]}
     assert actions["00027"]["action"] == "redrive" and X_REJECTS in actions["00027"]["reason"]
     assert actions["00027"]["text"].startswith("【新作】")  # rendered with the current sources file
+    assert actions["00027"]["limit"] == 280  # measured by X's rule: it is X's message
     assert actions["00028"]["action"] == "drop"
     assert dlq_count(world.stack) == 2  # a dry run changes nothing, and leaves them visible
 

@@ -156,9 +156,12 @@ def test_a_message_that_may_already_be_posted_goes_back_only_by_name(
     (held,) = json.loads(out)["messages"]
     assert (held["entry_id"], held["check_first"], held["action"]) == ("00002", True, "keep")
 
-    code, out, _ = cli(
-        capsys, tmp_path, "redrive", "--message-id", held["message_id"], "--yes", stack=registered.stack_name
-    )
+    chosen = ["--message-id", held["message_id"]]
+    code, out, _ = cli(capsys, tmp_path, "redrive", *chosen, "--preview", stack=registered.stack_name)
+    assert "-> redrive: the poster will post it" in out  # named: the operator has looked
+    assert "/2000 characters): 【新着差分】譜面 00002" in out  # measured by Discord's rule, not X's
+
+    code, out, _ = cli(capsys, tmp_path, "redrive", *chosen, "--yes", stack=registered.stack_name)
 
     assert code == 0 and "sent 1 back to the queue" in out
     assert [(m.entry_id, m.destination) for _, m in drain(registered.queue_url)] == [("00002", "hook")]

@@ -52,8 +52,10 @@ from bmsuploader.contract.message import (
     redrive_deduplication_id,
 )
 from bmsuploader.ops.display import when
-from bmsuploader.post.cycle import render_for
+from bmsuploader.post.cycle import destination_of, render_for
+from bmsuploader.post.destinations import rules_for
 from bmsuploader.post.rendering import RenderedPost
+from bmsuploader.post.rules import PostRules
 
 #: Seconds a looked-at message stays hidden: long enough to send and delete it.
 HOLD_SECONDS = 60
@@ -76,6 +78,8 @@ class Candidate:
     why: str
     record: PostRecord | None = None
     post: RenderedPost | None = None
+    #: the limit and unit ``post`` was measured by (its destination's network)
+    rules: PostRules | None = None
 
 
 def decide(  # noqa: PLR0911 - one answer per row of the table above
@@ -117,12 +121,13 @@ def decide(  # noqa: PLR0911 - one answer per row of the table above
         return Candidate(
             letter, message, message.source, message.entry_id, KEEP, f"still does not render: {exc}"
         )
+    rules = rules_for(destination_of(sources, message).kind)
     why = (
         "the poster will post it"
         if record is None
         else f"its record is {record.status}; the poster retries it"
     )
-    return Candidate(letter, message, message.source, message.entry_id, REDRIVE, why, record, post)
+    return Candidate(letter, message, message.source, message.entry_id, REDRIVE, why, record, post, rules)
 
 
 @dataclass
@@ -252,6 +257,8 @@ def to_json(candidate: Candidate, *, preview: bool) -> dict[str, Any]:
     if preview and candidate.post is not None:
         line["text"] = candidate.post.text
         line["weighted_length"] = candidate.post.weighted_length
+        if candidate.rules is not None:
+            line["limit"] = candidate.rules.limit
     return line
 
 
@@ -283,7 +290,8 @@ def render(
         lines.append(f"     reason: {reason}")
         lines.append(f"     -> {c.action}: {c.why}")
         if preview and c.post is not None:
-            lines.append(f"     renders now ({c.post.weighted_length}/280): {c.post.text}")
+            measured = f"{c.post.weighted_length}/{c.rules.limit} {c.rules.unit}" if c.rules else "?"
+            lines.append(f"     renders now ({measured}): {c.post.text}")
     for message_id in missing:
         lines.append(
             f"  --message-id {message_id}: not among the messages SQS handed out (already gone, or behind "
