@@ -1215,6 +1215,8 @@ class ChaosRun:
             for kind, network in self.networks.items():
                 if hasattr(network.fake, "now"):
                     network.fake.now = self.clock.now
+                if hasattr(network.fake, "clock"):  # Bluesky: access tokens expire every 2 virtual
+                    network.fake.clock = self.clock.time  # hours, so sessions are refreshed under faults
                 network.fake.responder = functools.partial(self._network_answer, kind)
             self.injector.base_urls = {
                 "x": self.fake_x.base_url,
@@ -1562,6 +1564,10 @@ class ChaosRun:
         verdict.stats["dlq messages"] = len(dead)
         verdict.stats["dlq copies beyond the first"] = len(dead) - len({key for key, *_ in dead})
         verdict.stats["uploads"] = len(self.uploads)
+        if "bluesky" in self.networks:  # sessions renewed under faults (tokens expire on the clock)
+            fake = self.networks["bluesky"].fake
+            for method in ("com.atproto.server.refreshSession", "com.atproto.server.createSession"):
+                verdict.stats[f"bluesky {method.rsplit('.', 1)[1]}"] = len(fake.calls(method))
         waiting = set(queued) | set(backlog)
         for name, texts in self._posts().items():
             self._judge_destination(verdict, name, texts, waiting, dead)

@@ -125,7 +125,8 @@ class FakeBluesky(LoopbackService):
         self.app_password = app_password
         self.did = did
         self.access_ttl = access_ttl
-        self._clock = clock
+        #: what token lifetimes are measured on (the fault test gives its virtual clock)
+        self.clock = clock
         self._lock = threading.Lock()
         self._queues: defaultdict[str, deque[Scripted]] = defaultdict(deque)
         self._tokens = itertools.count(1)
@@ -220,7 +221,7 @@ class FakeBluesky(LoopbackService):
 
     def _new_session(self) -> dict[str, Any]:
         access, refresh = f"access-{next(self._tokens)}", f"refresh-{next(self._tokens)}"
-        self._access[access] = self._clock() + self.access_ttl
+        self._access[access] = self.clock() + self.access_ttl
         self._refresh.add(refresh)
         return {
             "accessJwt": access,
@@ -235,7 +236,7 @@ class FakeBluesky(LoopbackService):
             return None
         token = authorization.removeprefix("Bearer ").strip()
         if token in self._access:
-            return "access" if self._access[token] > self._clock() else "expired"
+            return "access" if self._access[token] > self.clock() else "expired"
         return "refresh" if token in self._refresh else "unknown"
 
     def _create_session(self, body: Any) -> tuple[int, Any]:
