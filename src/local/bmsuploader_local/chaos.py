@@ -6,7 +6,8 @@ moto server on loopback (boto3 reaches it through ``AWS_ENDPOINT_URL``, as in ev
 test), three growing sample sites (two classic CGI listings with pages, one RSS feed),
 the fake X and a fake server for every other network of ``networks.FAKES`` (one
 ``[[destination]]`` each, named after its kind; ``--destinations x,mastodon`` picks
-them; secrets in SSM, ``NETWORK_BASE_URLS``, each fake on the virtual clock), while a
+them; secrets in SSM, ``NETWORK_BASE_URLS``, each fake on the virtual clock: Bluesky's
+access tokens expire every 2 virtual hours, so its sessions are refreshed under faults), while a
 seeded schedule injects faults. Each *schedule* is one
 EventBridge run of the fetcher (every 30 virtual minutes); between schedules this
 module plays Lambda's SQS event source mapping: receive up to 10, shape the event,
@@ -30,8 +31,9 @@ posted exactly once on each network, in upload order per (destination, source),
 nothing left on the queue or in the backlog, nothing in the DLQ but X's deliberate
 poison (X refuses it; the other networks post it) and, for a network that cannot
 check after an unknown outcome, dead letters "may already be posted", counted as
-*held for the operator*, not lost. The last line is ``schedules=N duplicates=D lost=L
-out_of_order=O stuck=S`` (the sums); a line per destination comes before it, and three
+*held for the operator* (by the dead letter's ``check_first`` mark, never its wording),
+not lost. The last line is ``schedules=N duplicates=D lost=L out_of_order=O stuck=S``
+(the sums); a line per destination comes before it, and three
 more checks: posts of entries never uploaded (a flood of old ones), other dead letters
 of the other networks, and "masked" duplicates (X only) -- a second attempt at a post
 that only X's duplicate-content check stopped although no fault hit the first attempt
