@@ -73,7 +73,8 @@ def test_preview_prints_the_posts(sources: Path, capsys: pytest.CaptureFixture[s
 
     assert code == 0
     posts = [json.loads(line) for line in lines]
-    assert set(posts[0]) == {"source", "entry_id", "text", "weighted_length"}
+    assert set(posts[0]) == {"source", "entry_id", "destination", "text", "weighted_length", "limit"}
+    assert {(p["destination"], p["limit"]) for p in posts} == {("x", 280)}  # no destinations: X alone
     assert posts[0]["text"] == (
         "【新着差分】★5 夜桜～Sakura Night～ [ANOTHER] ①追加音源なし / http://uploader.example/bms/src/up00125.zip"
     )
@@ -84,6 +85,53 @@ def test_preview_honours_the_link_policy(sources: Path, capsys: pytest.CaptureFi
     _, lines, _ = run(capsys, "preview", sources, "nolink")
 
     assert lines and all("http" not in json.loads(line)["text"] for line in lines)
+
+
+def test_preview_renders_for_each_destination_by_its_rules(
+    sources: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sources.write_text(
+        SOURCES
+        + '[[destination]]\nname = "x"\nkind = "x"\nsources = ["feed"]\n\n'
+        + '[[destination]]\nname = "hook"\nkind = "discord"\nsecret = "/d/hook"\n'
+        + 'template = "**new** {title} {url}"\n\n'
+        + '[[destination]]\nname = "note"\nkind = "misskey"\ninstance = "https://misskey.example"\n'
+        + 'secret = "/d/note"\n',
+        encoding="utf-8",
+    )
+
+    code, lines, _ = run(capsys, "preview", sources, "up")
+
+    assert code == 0
+    first = {p["destination"]: p for p in map(json.loads, lines) if p["entry_id"] == "00125"}
+    assert set(first) == {"hook", "note"}  # X announces only the feed
+    assert first["hook"]["limit"] == 2000 and first["note"]["limit"] == 3000
+    # Discord: the destination's template, the scraped title's markdown escaped ("[" -> "\[").
+    assert first["hook"]["text"].startswith("**new** ★5 夜桜～Sakura Night～ \\[ANOTHER\\]")
+    # Misskey: the source's template, the title (it holds MFM's "[") wrapped in <plain>.
+    assert first["note"]["text"] == (
+        "【新着差分】<plain>★5 夜桜～Sakura Night～ [ANOTHER] ①追加音源なし</plain> / "
+        "http://uploader.example/bms/src/up00125.zip"
+    )
+
+    code = main(
+        [
+            "preview",
+            "--sources",
+            str(sources),
+            "--source",
+            "up",
+            "--page",
+            str(PAGES / "classic_sjis.html"),
+            "--destination",
+            "x",
+        ]
+    )
+    assert code == 2
+    assert (
+        "no enabled destination named 'x' announces source 'up'; these do: hook, note"
+        in capsys.readouterr().err
+    )
 
 
 def test_parse_notes_items_sharing_an_id(sources: Path, capsys: pytest.CaptureFixture[str]) -> None:

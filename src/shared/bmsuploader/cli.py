@@ -3,7 +3,7 @@
 ::
 
     bmsuploader parse   --sources FILE --source NAME (--url URL | --page FILE)
-    bmsuploader preview --sources FILE --source NAME (--url URL | --page FILE)
+    bmsuploader preview --sources FILE --source NAME (--url URL | --page FILE) [--destination NAME]
     bmsuploader run-local [--new-upload] [--dry-run]
     bmsuploader serve-local [--aws-port 5000] [--site-port 8080] [--x-port 8081]
     bmsuploader status  [STACK] [--json]
@@ -14,9 +14,10 @@
            or --local [--state-dir .local-run]  (the stack `make run` left behind)
 
 ``parse`` prints the entries a source yields, one JSON object per line with
-the message-body fields; ``preview`` prints the posts they would become:
-``{source, entry_id, text, weighted_length}``. ``status``, ``explain`` and
-``redrive`` are :mod:`bmsuploader.ops`. Every command exits 2 with one line
+the message-body fields; ``preview`` prints the posts they would become on each
+destination that announces the source (or the one ``--destination`` names), measured by
+that network's rule: ``{source, entry_id, destination, text, weighted_length, limit}``.
+``status``, ``explain`` and ``redrive`` are :mod:`bmsuploader.ops`. Every command exits 2 with one line
 (``bmsuploader: error: ...``) on a bad config, a page that does not match it,
 or an AWS problem (no credentials, wrong region, missing stack or permission).
 """
@@ -55,7 +56,7 @@ def _add_page_args(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--page", type=Path, help="read a saved page (raw bytes, any encoding)")
 
 
-def _messages(args: argparse.Namespace) -> tuple[Source, list[EntryMessage]]:
+def _messages(args: argparse.Namespace) -> tuple[SourcesConfig, Source, list[EntryMessage]]:
     from bmsuploader.fetch.decoding import decode_page
     from bmsuploader.fetch.fetching import PageFetcher
     from bmsuploader.fetch.parsing import parse_page
@@ -100,7 +101,7 @@ def _messages(args: argparse.Namespace) -> tuple[Source, list[EntryMessage]]:
         )
     if parsed.empty:
         _note("the page lists nothing (allowed for this source: allow_empty)")
-    return source, [entry.to_message(source.name, now) for entry in parsed.entries]
+    return config, source, [entry.to_message(source.name, now) for entry in parsed.entries]
 
 
 def _note(message: str) -> None:
@@ -109,25 +110,39 @@ def _note(message: str) -> None:
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
-    _, messages = _messages(args)
+    _, _, messages = _messages(args)
     for message in messages:
         print(message.model_dump_json())
     return 0
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from bmsuploader.post.rendering import render_post
+    from bmsuploader.post.cycle import render_for
+    from bmsuploader.post.destinations import rules_for
 
-    source, messages = _messages(args)
+    config, source, messages = _messages(args)
+    destinations = config.destinations_of(source.name)
+    if args.destination is not None:
+        names = ", ".join(d.name for d in destinations) or "none"
+        destinations = tuple(d for d in destinations if d.name == args.destination)
+        if not destinations:
+            raise BmsUploaderError(
+                f"no enabled destination named {args.destination!r} announces source {source.name!r}; "
+                f"these do: {names}"
+            )
     for message in messages:
-        post = render_post(message, template=source.template, include_link=source.include_link)
-        line = {
-            "source": message.source,
-            "entry_id": message.entry_id,
-            "text": post.text,
-            "weighted_length": post.weighted_length,
-        }
-        print(json.dumps(line, ensure_ascii=False))
+        for destination in destinations:
+            # Rendered as the poster renders the message the fetcher sends to this destination.
+            post = render_for(config, message.for_destination(destination.message_name))
+            line = {
+                "source": message.source,
+                "entry_id": message.entry_id,
+                "destination": destination.name,
+                "text": post.text,
+                "weighted_length": post.weighted_length,
+                "limit": rules_for(destination.kind).limit,
+            }
+            print(json.dumps(line, ensure_ascii=False))
     return 0
 
 
@@ -293,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     parse.set_defaults(func=cmd_parse)
     preview = commands.add_parser("preview", help="print the posts a source's entries would become")
     _add_page_args(preview)
+    preview.add_argument(
+        "--destination", help="only this destination (default: every one that announces the source)"
+    )
     preview.set_defaults(func=cmd_preview)
     run = commands.add_parser("run-local", help="run the whole pipeline locally (no AWS account needed)")
     run.add_argument("--new-upload", action="store_true", help="add one upload to the sample site first")
