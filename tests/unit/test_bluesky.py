@@ -42,7 +42,8 @@ from bmsuploader.post.networks.bluesky import (
     tid_for,
 )
 from bmsuploader.post.rendering import render_post
-from bmsuploader_local.fake_bluesky import FakeBluesky, Scripted
+from bmsuploader_local.fake_bluesky import FakeBluesky
+from bmsuploader_local.loopback import Scripted
 
 TID = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
 NOW = 1_800_000_000.0

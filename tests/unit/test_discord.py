@@ -21,13 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import requests
-from aws_lambda_powertools.utilities import parameters
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto.server import ThreadedMotoServer
 from mypy_boto3_ssm import SSMClient
 
 import bmsuploader as discord_package
@@ -50,7 +47,8 @@ from bmsuploader.post.cycle import decide
 from bmsuploader.post.networks import discord
 from bmsuploader.post.networks.base import NetworkContext, PostRequest, PublishResult
 from bmsuploader.post.rendering import neutralise, render_post
-from bmsuploader_local.fake_discord import FakeDiscord, Scripted
+from bmsuploader_local.fake_discord import FakeDiscord
+from bmsuploader_local.loopback import Scripted
 
 # Distinctive values, so a leak into any message, traceback or log line is easy to spot.
 WEBHOOK_ID = "1234567890123456789"
@@ -620,28 +618,6 @@ class _NoSessions:
 
     def save(self, destination: str, session: dict[str, str]) -> None:
         raise AssertionError("Discord keeps no session")
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def ssm(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SSMClient]:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-northeast-1")
-    parameters.clear_caches()  # type: ignore[no-untyped-call]  # Powertools caches values and client
-    yield boto3.client("ssm")
-    parameters.clear_caches()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture

@@ -14,10 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
-from aws_lambda_powertools.utilities import parameters
-from moto.server import ThreadedMotoServer
 from mypy_boto3_ssm import SSMClient
 
 from bmsuploader.config.destinations import Destination
@@ -38,7 +35,8 @@ from bmsuploader.post.networks import mastodon
 from bmsuploader.post.networks.base import NetworkContext, PostRequest, PublishResult, post_key
 from bmsuploader.post.networks.mastodon import MastodonPublisher, content_text, status_length
 from bmsuploader.post.rendering import render_post
-from bmsuploader_local.fake_mastodon import FakeMastodon, Scripted
+from bmsuploader_local.fake_mastodon import FakeMastodon
+from bmsuploader_local.loopback import Scripted
 
 TOKEN = "mastodon-LEAKCHECK-token-6d1f"
 FETCHED = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -458,28 +456,6 @@ class Sessions:
 
     def save(self, destination: str, session: dict[str, str]) -> None:
         pass
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def ssm(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SSMClient]:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-northeast-1")
-    parameters.clear_caches()
-    yield boto3.client("ssm")
-    parameters.clear_caches()
 
 
 def _poster_settings(fake: FakeMastodon) -> PosterSettings:

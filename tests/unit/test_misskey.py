@@ -15,10 +15,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
-from aws_lambda_powertools.utilities import parameters
-from moto.server import ThreadedMotoServer
 from mypy_boto3_ssm import SSMClient
 
 from bmsuploader.config.destinations import Destination
@@ -378,28 +375,6 @@ class Sessions:
 
     def save(self, destination: str, session: dict[str, str]) -> None:
         pass
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def ssm(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SSMClient]:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-northeast-1")
-    parameters.clear_caches()
-    yield boto3.client("ssm")
-    parameters.clear_caches()
 
 
 def test_the_destination_posts_with_the_token_from_ssm(ssm: SSMClient, fake: FakeMisskey) -> None:

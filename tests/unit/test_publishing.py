@@ -12,11 +12,9 @@ import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import boto3
 import pytest
 import requests
 from aws_lambda_powertools.utilities import parameters
-from moto.server import ThreadedMotoServer
 from mypy_boto3_ssm import SSMClient
 
 from bmsuploader.contract.errors import (
@@ -36,7 +34,8 @@ from bmsuploader.post.publishing import (
     XPublisher,
     load_credentials,
 )
-from bmsuploader_local.fake_x import FakeX, Scripted
+from bmsuploader_local.fake_x import FakeX
+from bmsuploader_local.loopback import Scripted
 
 # Distinctive values, so a leak into any message or traceback is easy to spot.
 CREDENTIALS = XCredentials(
@@ -272,30 +271,6 @@ def test_dry_run_makes_no_network_call(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --- credentials from SSM (moto server over HTTP) -------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def ssm(
-    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> Iterator[SSMClient]:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-northeast-1")
-    parameters.clear_caches()  # Powertools caches values and its client across tests
-    yield boto3.client("ssm")
-    parameters.clear_caches()
 
 
 def put_credentials(ssm: SSMClient, path: str, names: tuple[str, ...] = CREDENTIAL_NAMES) -> None:

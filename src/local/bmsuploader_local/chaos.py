@@ -108,7 +108,7 @@ import boto3
 from bmsuploader.aws.queue import CHECK_FIRST_ATTRIBUTE, REASON_ATTRIBUTE
 from bmsuploader.config.sources import load_sources
 from bmsuploader_local.aws import ACCOUNT, REGION, StackResources, provision_stack, start_moto_server
-from bmsuploader_local.fake_x import FakeX, Scripted
+from bmsuploader_local.fake_x import FakeX
 from bmsuploader_local.lambda_runtime import (
     SRC,
     FakeContext,
@@ -116,6 +116,7 @@ from bmsuploader_local.lambda_runtime import (
     load_handler,
     receive_as_event,
 )
+from bmsuploader_local.loopback import Scripted
 from bmsuploader_local.networks import FAKES, LocalNetwork, base_urls, start_networks
 from bmsuploader_local.saved_stack import environment
 from bmsuploader_local.template import load_template

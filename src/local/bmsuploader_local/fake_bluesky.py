@@ -45,7 +45,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
@@ -62,26 +62,13 @@ from bmsuploader.post.networks.bluesky import (
     encode_tid,
     grapheme_count,
 )
-from bmsuploader_local.loopback import JsonHandler, LoopbackService
+from bmsuploader_local.loopback import JsonHandler, LoopbackService, Scripted
 
 LINK_FEATURE = "app.bsky.richtext.facet#link"
 DEFAULT_IDENTIFIER = "bmsuploader.test"
 #: the shape of a real app password (xxxx-xxxx-xxxx-xxxx); a fake account's, no secret
 DEFAULT_APP_PASSWORD = "fake-appp-assw-ord0"  # noqa: S105
 DEFAULT_DID = "did:plc:fakebmsuploader0000000000"
-
-
-@dataclass(frozen=True)
-class Scripted:
-    """One queued answer. ``body`` is sent as JSON (``None``: empty body)."""
-
-    status: int
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: Any = None
-    #: Answer as the PDS would; lets a queue reach a later request.
-    normal: bool = False
-    #: Answer as usual, and if that accepted the post, close the connection without answering.
-    accept_then_drop: bool = False
 
 
 @dataclass(frozen=True)

@@ -45,13 +45,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from bmsuploader_local.loopback import LoopbackService
+from bmsuploader_local.loopback import LoopbackService, Scripted
 
 MAX_CONTENT_LENGTH = 2000
 DISCORD_EPOCH_MS = 1_420_070_400_000
@@ -66,19 +66,6 @@ _EVERYONE = re.compile(r"@(everyone|here)")
 _USER = re.compile(r"<@!?(\d+)>")
 _ROLE = re.compile(r"<@&(\d+)>")
 _MENTION_KINDS = ("users", "roles", "everyone")
-
-
-@dataclass(frozen=True)
-class Scripted:
-    """One queued answer. ``body`` is sent as JSON (``None``: empty body)."""
-
-    status: int
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: Any = None
-    #: Answer as Discord would (webhook, token, limits); lets a queue reach a later request.
-    normal: bool = False
-    #: Accept the post as usual, then close the connection without answering.
-    accept_then_drop: bool = False
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,12 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from bmsuploader_local.loopback import JsonHandler, LoopbackService
+from bmsuploader_local.loopback import JsonHandler, LoopbackService, Scripted
 
 DEFAULT_TOKEN = "fake-mastodon-token"  # noqa: S105 -- a fake's well-known test token
 ALL_SCOPES = frozenset({"write:statuses", "read:accounts", "read:statuses"})
@@ -62,19 +62,6 @@ _URL = re.compile(r"https?://[^\s<>\"]+", re.IGNORECASE)
 _MENTION = re.compile(r"(?<![/\w])@([a-z0-9_]+(?:[a-z0-9_.-]+[a-z0-9_]+)?)(?:@([\w.-]+\w))?", re.IGNORECASE)
 _HASHTAG = re.compile(r"(?<![/)\w])[#＃](\w*[^\W\d_]\w*)")
 _ENTITY = re.compile(f"{_URL.pattern}|{_MENTION.pattern}|{_HASHTAG.pattern}", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Scripted:
-    """One queued answer. ``body`` is sent as JSON (``None``: empty body)."""
-
-    status: int
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: Any = None
-    #: Answer as Mastodon would; lets a queue reach a later request.
-    normal: bool = False
-    #: Post the status as usual, then close the connection without answering.
-    accept_then_drop: bool = False
 
 
 @dataclass(frozen=True)

@@ -38,12 +38,12 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from bmsuploader_local.loopback import JsonHandler, LoopbackService
+from bmsuploader_local.loopback import JsonHandler, LoopbackService, Scripted
 
 DEFAULT_TOKEN = "fake-misskey-token"  # noqa: S105 -- a fake's well-known test token
 ALL_PERMISSIONS = frozenset({"write:notes", "read:account"})
@@ -125,19 +125,6 @@ def live_mfm(text: str) -> list[tuple[str, str]]:
 
 
 # --- the fake ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Scripted:
-    """One queued answer. ``body`` is sent as JSON (``None``: empty body)."""
-
-    status: int
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: Any = None
-    #: Answer as Misskey would; lets a queue reach a later request.
-    normal: bool = False
-    #: Post the note as usual, then close the connection without answering.
-    accept_then_drop: bool = False
 
 
 @dataclass(frozen=True)

@@ -29,30 +29,17 @@ import json
 import re
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from bmsuploader.post.rendering import weighted_length
-from bmsuploader_local.loopback import JsonHandler, LoopbackService
+from bmsuploader_local.loopback import JsonHandler, LoopbackService, Scripted
 
 MAX_WEIGHTED_LENGTH = 280
 FIRST_ID = 1_900_000_000_000_000_001
 OAUTH_PARAMS = ("oauth_consumer_key", "oauth_token", "oauth_signature", "oauth_nonce", "oauth_timestamp")
 DUPLICATE_DETAIL = "You are not allowed to create a Tweet with duplicate content."
-
-
-@dataclass(frozen=True)
-class Scripted:
-    """One queued answer. ``body`` is sent as JSON (``None``: empty body)."""
-
-    status: int
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: Any = None
-    #: Answer as X would (auth, length, duplicates); lets a queue reach a later entry.
-    normal: bool = False
-    #: Accept the post as usual, then close the connection without answering.
-    accept_then_drop: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,22 @@ import json
 import sys
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
+
+
+@dataclass(frozen=True)
+class Scripted:
+    """One queued answer of a fake network. ``body`` is sent as JSON (``None``: empty body)."""
+
+    status: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Any = None
+    #: Answer as the network would (auth, length, duplicates); lets a queue reach a later request.
+    normal: bool = False
+    #: Take the post as usual, then close the connection without answering.
+    accept_then_drop: bool = False
 
 
 class _Server(ThreadingHTTPServer):
