@@ -47,7 +47,7 @@ from bmsuploader.contract.errors import (
     TransientPublishError,
 )
 from bmsuploader.contract.settings import PosterSettings
-from bmsuploader.post.networks.base import PostRequest, Publisher, PublishResult
+from bmsuploader.post.networks.base import PostRequest, Publisher, PublishResult, json_object
 from bmsuploader.post.secrets import load_secrets
 
 __all__ = ["DryRunPublisher", "PostRequest", "PublishResult", "Publisher", "XPublisher", "publisher_for"]
@@ -161,11 +161,7 @@ class _XTransport(HTTPAdapter):
 
 def _problem(exc: tweepy.HTTPException) -> dict[str, Any]:
     """X's problem JSON (``title``, ``detail``, ``type``, ``reason``...), or {}."""
-    try:
-        body = exc.response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
+    return json_object(exc.response)
 
 
 def _detail(exc: tweepy.HTTPException, problem: Mapping[str, Any]) -> str:

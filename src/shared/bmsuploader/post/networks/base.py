@@ -5,7 +5,24 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
+
+
+class _JsonAnswer(Protocol):
+    def json(self) -> Any: ...
+
+
+def json_object(response: _JsonAnswer) -> dict[str, Any]:
+    """A network's answer as a JSON object, or ``{}`` (an empty or non-JSON body, an array).
+
+    For reading the details of an answer (an id, an error code); a body that must be there
+    is checked by its caller.
+    """
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 @dataclass(frozen=True)

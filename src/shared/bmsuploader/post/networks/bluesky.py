@@ -82,7 +82,13 @@ from bmsuploader.contract.errors import (
     TransientPublishError,
     UnknownOutcomeError,
 )
-from bmsuploader.post.networks.base import NetworkContext, PostRequest, PublishResult, SessionStore
+from bmsuploader.post.networks.base import (
+    NetworkContext,
+    PostRequest,
+    PublishResult,
+    SessionStore,
+    json_object,
+)
 from bmsuploader.post.rules import PostRules
 
 logger = logging.getLogger(__name__)
@@ -394,12 +400,7 @@ class _Session:
 
 def _error(response: requests.Response) -> tuple[str, str]:
     """An XRPC error's ``(error, message)``; empty strings when the body is not one."""
-    try:
-        body = response.json()
-    except ValueError:
-        return "", ""
-    if not isinstance(body, dict):
-        return "", ""
+    body = json_object(response)
     return str(body.get("error") or ""), str(body.get("message") or "")[:_DETAIL_LIMIT]
 
 
@@ -477,7 +478,7 @@ class BlueskyPublisher:
         response = self._xrpc("POST", CREATE_RECORD, json=body, posting=True)
         status = response.status_code
         if status == 200:
-            uri = _json(response).get("uri")
+            uri = json_object(response).get("uri")
             if not isinstance(uri, str) or not uri:
                 raise UnknownOutcomeError("Bluesky answered createRecord 200 without a record uri")
             return PublishResult(tweet_id=uri)
@@ -519,7 +520,7 @@ class BlueskyPublisher:
                 f"could not check whether an earlier attempt posted (getRecord answered "
                 f"{response.status_code}: {_detail(response)})"
             )
-        answer = _json(response)
+        answer = json_object(response)
         value = answer.get("value")
         uri = answer.get("uri")
         if not isinstance(value, dict) or not isinstance(uri, str):
@@ -583,7 +584,7 @@ class BlueskyPublisher:
             raise self._rate_limited(response, "refreshing the session")
         if response.status_code >= 500:
             raise TransientPublishError(f"Bluesky refreshSession answered {response.status_code}")
-        renewed = _Session.from_answer(_json(response), self._identifier) if response.ok else None
+        renewed = _Session.from_answer(json_object(response), self._identifier) if response.ok else None
         return self._save(renewed) if renewed is not None else None
 
     def _create_session(self) -> _Session:
@@ -607,7 +608,7 @@ class BlueskyPublisher:
                 f"identifier or app password under {self._secret_path} is wrong or revoked. "
                 + _LOGIN_FIX.format(path=self._secret_path)
             )
-        session = _Session.from_answer(_json(response), self._identifier)
+        session = _Session.from_answer(json_object(response), self._identifier)
         if session is None:
             raise TransientPublishError("Bluesky answered createSession 200 without a session")
         logger.info("logged in to Bluesky", extra={"destination": self._destination, "did": session.did})
@@ -689,14 +690,6 @@ class BlueskyPublisher:
         return RateLimitedError(
             f"Bluesky rate limit reached while {doing} (429 {_detail(response)}); waiting {delay}s", delay
         )
-
-
-def _json(response: requests.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def build(destination: Destination, secrets: Mapping[str, str], context: NetworkContext) -> BlueskyPublisher:

@@ -78,7 +78,7 @@ from bmsuploader.contract.errors import (
     TransientPublishError,
     UnknownOutcomeError,
 )
-from bmsuploader.post.networks.base import NetworkContext, PostRequest, PublishResult
+from bmsuploader.post.networks.base import NetworkContext, PostRequest, PublishResult, json_object
 from bmsuploader.post.rules import PostRules
 
 __all__ = [
@@ -243,13 +243,7 @@ _MAX_ANSWER_BYTES = 64 * 1024
 
 
 def _json(response: requests.Response) -> dict[str, Any]:
-    if len(response.content) > _MAX_ANSWER_BYTES:
-        return {}
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
+    return {} if len(response.content) > _MAX_ANSWER_BYTES else json_object(response)
 
 
 def _field_errors(errors: object, path: str = "") -> list[str]:

@@ -153,15 +153,6 @@ def answered(response: requests.Response) -> bool:
     return 200 <= response.status_code < 300
 
 
-def json_object(response: requests.Response) -> dict[str, Any]:
-    """The answer's JSON object, or ``{}`` (an empty or non-JSON body, an array)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
 # --- the check after an unknown outcome ---------------------------------------
 
 

@@ -76,7 +76,7 @@ from bmsuploader.contract.errors import (
     TransientPublishError,
     UnknownOutcomeError,
 )
-from bmsuploader.post.networks.base import NetworkContext, PostRequest, PublishResult
+from bmsuploader.post.networks.base import NetworkContext, PostRequest, PublishResult, json_object
 from bmsuploader.post.networks.fediverse import (
     DEFAULT_RATE_LIMIT_DELAY,
     Http,
@@ -85,7 +85,6 @@ from bmsuploader.post.networks.fediverse import (
     aware,
     detail,
     find_own_post,
-    json_object,
     now_utc,
     seconds_until,
 )

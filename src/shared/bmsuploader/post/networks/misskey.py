@@ -64,7 +64,7 @@ from bmsuploader.contract.errors import (
     TransientPublishError,
     UnknownOutcomeError,
 )
-from bmsuploader.post.networks.base import NetworkContext, PostRequest, PublishResult
+from bmsuploader.post.networks.base import NetworkContext, PostRequest, PublishResult, json_object
 from bmsuploader.post.networks.fediverse import (
     DEFAULT_RATE_LIMIT_DELAY,
     Http,
@@ -72,7 +72,6 @@ from bmsuploader.post.networks.fediverse import (
     answered,
     detail,
     find_own_post,
-    json_object,
     now_utc,
     seconds_until,
 )
