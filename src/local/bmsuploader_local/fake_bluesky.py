@@ -62,7 +62,7 @@ from bmsuploader.post.networks.bluesky import (
     encode_tid,
     grapheme_count,
 )
-from bmsuploader_local.loopback import JsonHandler, LoopbackService, Scripted
+from bmsuploader_local.loopback import JsonHandler, LoopbackService, Responder, Scripted, next_answer
 
 LINK_FEATURE = "app.bsky.richtext.facet#link"
 DEFAULT_IDENTIFIER = "bmsuploader.test"
@@ -127,7 +127,7 @@ class FakeBluesky(LoopbackService):
         #: Asked for an answer to createRecord when nothing is scripted, with the record's text:
         #: a :class:`Scripted` or ``None`` (answer as a PDS would). Lets a test run an outage
         #: window in its own (virtual) time. Called under the fake's lock.
-        self.responder: Callable[[str | None], Scripted | None] | None = None
+        self.responder: Responder | None = None
 
     # --- what tests read and set ----------------------------------------------
 
@@ -412,10 +412,9 @@ class _Handler(JsonHandler):
             sent_key = body.get("rkey") if isinstance(body, dict) else None
             rkey = sent_key if isinstance(sent_key, str) else next(iter(query.get("rkey", [])), None)
             queue = fake._queues[method]
-            scripted = queue.popleft() if queue else None
-            if scripted is None and method == CREATE_RECORD and fake.responder is not None:
-                scripted = fake.responder(_record_text(body))
-            if scripted is not None and not (scripted.normal or scripted.accept_then_drop):
+            responder = fake.responder if method == CREATE_RECORD else None  # outages hit posting only
+            scripted = next_answer(queue, responder, _record_text(body))
+            if scripted is not None and scripted.replaces_answer:
                 status, answer, headers = scripted.status, scripted.body, dict(scripted.headers)
             elif method == CREATE_SESSION:
                 status, answer = fake._create_session(body)

@@ -51,7 +51,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from bmsuploader_local.loopback import LoopbackService, Scripted
+from bmsuploader_local.loopback import LoopbackService, Responder, Scripted, next_answer
 
 MAX_CONTENT_LENGTH = 2000
 DISCORD_EPOCH_MS = 1_420_070_400_000
@@ -169,7 +169,7 @@ class FakeDiscord(LoopbackService):
         self.requests: list[SeenRequest] = []
         #: Asked for an answer when nothing is scripted, with the request's content: a
         #: :class:`Scripted` or ``None`` (answer as Discord would). Called under the lock.
-        self.responder: Callable[[str | None], Scripted | None] | None = None
+        self.responder: Responder | None = None
 
     # --- webhooks ---------------------------------------------------------------
 
@@ -406,10 +406,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, _error("404: Not Found", 0))
             return
         with fake._lock:
-            scripted = fake._queue.popleft() if fake._queue else None
-            if scripted is None and fake.responder is not None:
-                scripted = fake.responder(content if isinstance(content, str) else None)
-            if scripted is not None and not (scripted.normal or scripted.accept_then_drop):
+            scripted = next_answer(fake._queue, fake.responder, content if isinstance(content, str) else None)
+            if scripted is not None and scripted.replaces_answer:
                 seen(scripted.status)
                 status, answer, headers = scripted.status, scripted.body, dict(scripted.headers)
             else:

@@ -45,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from bmsuploader_local.loopback import JsonHandler, LoopbackService, Scripted
+from bmsuploader_local.loopback import JsonHandler, LoopbackService, Responder, Scripted, next_answer
 
 DEFAULT_TOKEN = "fake-mastodon-token"  # noqa: S105 -- a fake's well-known test token
 ALL_SCOPES = frozenset({"write:statuses", "read:accounts", "read:statuses"})
@@ -175,7 +175,7 @@ class FakeMastodon(LoopbackService):
         #: Asked for an answer to ``POST /api/v1/statuses`` when nothing is scripted, with the
         #: status's text: a :class:`Scripted` or ``None`` (answer as Mastodon would). Called
         #: under the fake's lock: it must not call back into the fake.
-        self.responder: Callable[[str | None], Scripted | None] | None = None
+        self.responder: Responder | None = None
 
     # --- scripting ------------------------------------------------------------
 
@@ -374,10 +374,8 @@ class _Handler(JsonHandler):
         fake = self.fake
         headers: Mapping[str, str] = {}
         with fake._lock:
-            scripted = fake._queue.popleft() if fake._queue else None
-            if scripted is None and fake.responder is not None:
-                scripted = fake.responder(text)
-            if scripted is not None and not (scripted.normal or scripted.accept_then_drop):
+            scripted = next_answer(fake._queue, fake.responder, text)
+            if scripted is not None and scripted.replaces_answer:
                 status, body, headers = scripted.status, scripted.body, scripted.headers
                 self._seen(text, status)
             else:

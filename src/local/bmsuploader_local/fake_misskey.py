@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from bmsuploader_local.loopback import JsonHandler, LoopbackService, Scripted
+from bmsuploader_local.loopback import JsonHandler, LoopbackService, Responder, Scripted, next_answer
 
 DEFAULT_TOKEN = "fake-misskey-token"  # noqa: S105 -- a fake's well-known test token
 ALL_PERMISSIONS = frozenset({"write:notes", "read:account"})
@@ -169,7 +169,7 @@ class FakeMisskey(LoopbackService):
         #: Asked for an answer to ``notes/create`` when nothing is scripted, with the note's
         #: text: a :class:`Scripted` or ``None`` (answer as Misskey would). Called under the
         #: fake's lock: it must not call back into the fake.
-        self.responder: Callable[[str | None], Scripted | None] | None = None
+        self.responder: Responder | None = None
 
     # --- scripting ------------------------------------------------------------
 
@@ -342,10 +342,8 @@ class _Handler(JsonHandler):
                 status, answer = fake._answer(endpoint, body)
                 fake.requests.append(SeenRequest(endpoint, token, None, status))
             else:
-                scripted = fake._queue.popleft() if fake._queue else None
-                if scripted is None and fake.responder is not None:
-                    scripted = fake.responder(text)
-                if scripted is not None and not (scripted.normal or scripted.accept_then_drop):
+                scripted = next_answer(fake._queue, fake.responder, text)
+                if scripted is not None and scripted.replaces_answer:
                     status, answer, headers = scripted.status, scripted.body, scripted.headers
                     fake.requests.append(SeenRequest(endpoint, token, text, status))
                 else:

@@ -29,12 +29,11 @@ import json
 import re
 import threading
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 from bmsuploader.post.rendering import weighted_length
-from bmsuploader_local.loopback import JsonHandler, LoopbackService, Scripted
+from bmsuploader_local.loopback import JsonHandler, LoopbackService, Responder, Scripted, next_answer
 
 MAX_WEIGHTED_LENGTH = 280
 FIRST_ID = 1_900_000_000_000_000_001
@@ -77,7 +76,7 @@ class FakeX(LoopbackService):
         #: :class:`Scripted` or ``None`` (answer as X would). Lets a test run an
         #: outage window in its own (virtual) time. Called under the fake's lock:
         #: it must not call back into the fake.
-        self.responder: Callable[[str | None], Scripted | None] | None = None
+        self.responder: Responder | None = None
 
     def close(self) -> None:
         self.stop()
@@ -227,10 +226,8 @@ class _Handler(JsonHandler):
             return
         fake = self.fake
         with fake._lock:
-            scripted = fake._queue.popleft() if fake._queue else None
-            if scripted is None and fake.responder is not None:
-                scripted = fake.responder(_text(body))
-            if scripted is not None and not (scripted.normal or scripted.accept_then_drop):
+            scripted = next_answer(fake._queue, fake.responder, _text(body))
+            if scripted is not None and scripted.replaces_answer:
                 fake.requests.append(
                     SeenRequest("POST", self.path, authorization, _text(body), scripted.status)
                 )

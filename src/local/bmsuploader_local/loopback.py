@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -27,6 +28,23 @@ class Scripted:
     normal: bool = False
     #: Take the post as usual, then close the connection without answering.
     accept_then_drop: bool = False
+
+    @property
+    def replaces_answer(self) -> bool:
+        """Answered as scripted, instead of as the network would."""
+        return not (self.normal or self.accept_then_drop)
+
+
+#: Asked for an answer to a fake's create call when nothing is scripted, with the post's text:
+#: a :class:`Scripted`, or ``None`` to answer as the network would.
+type Responder = Callable[[str | None], Scripted | None]
+
+
+def next_answer(queue: deque[Scripted], responder: Responder | None, text: str | None) -> Scripted | None:
+    """What a fake answers its next create call: the next scripted answer, else its responder's."""
+    if queue:
+        return queue.popleft()
+    return responder(text) if responder is not None else None
 
 
 class _Server(ThreadingHTTPServer):
