@@ -56,6 +56,9 @@ from bmsuploader.contract.outcomes import Outcome
 from bmsuploader.contract.settings import MICRO
 from bmsuploader.post.cycle import Announcer, AnnounceResult, Decision, decide, retry_delay
 
+#: The log keys :meth:`PosterBatch.handle` adds for one record's entry, removed when it is done.
+_ENTRY_KEYS = ("source", "entry_id", "destination")
+
 
 class AnnounceOnce(Protocol):
     """:meth:`Announcer.announce` wrapped in Powertools' ``idempotent_function``."""
@@ -195,7 +198,7 @@ class PosterBatch:
             self.poster.metrics.add_metric(
                 name="EstimatedSpendUSD", unit=MetricUnit.NoUnit, value=result.cost_micro / MICRO
             )
-        log.remove_keys(["source", "entry_id", "destination"])
+        log.remove_keys(_ENTRY_KEYS)
         return result
 
     def _wait_behind(self, record: SQSRecord, decision: Decision) -> None:
@@ -210,7 +213,7 @@ class PosterBatch:
             + ("after the queue's visibility timeout" if not_delayed else f"in {decision.delay_seconds} s"),
             extra={"outcome": Outcome.WAITING, "delay_seconds": decision.delay_seconds},
         )
-        self.poster.logger.remove_keys(["source", "entry_id", "destination"])
+        self.poster.logger.remove_keys(_ENTRY_KEYS)
         raise _Waiting
 
     def delay_skipped(self, event: dict[str, Any], response: dict[str, Any]) -> None:
@@ -271,7 +274,7 @@ class PosterBatch:
             # A failure we did not classify is a bug or an AWS error: keep its traceback.
             exc_info=not isinstance(exc, BmsUploaderError),
         )
-        log.remove_keys(["source", "entry_id", "destination"])
+        log.remove_keys(_ENTRY_KEYS)
         raise RuntimeError(decision.reason)
 
     def _set_aside(self, record: SQSRecord, message: EntryMessage, decision: Decision) -> bool:
@@ -295,7 +298,7 @@ class PosterBatch:
             f"{Outcome.BUDGET_BLOCKED}: {decision.reason}",
             extra={"outcome": Outcome.BUDGET_BLOCKED, "backlog_order": order},
         )
-        self.poster.logger.remove_keys(["source", "entry_id", "destination"])
+        self.poster.logger.remove_keys(_ENTRY_KEYS)
         return True  # done for the batch: the original is deleted, the backlog holds it
 
     def _dead_letter(self, record: SQSRecord, decision: Decision) -> bool:
@@ -325,7 +328,7 @@ class PosterBatch:
                 "check_first": decision.check_first,
             },
         )
-        self.poster.logger.remove_keys(["source", "entry_id", "destination"])
+        self.poster.logger.remove_keys(_ENTRY_KEYS)
         return True  # done for the batch: the original is deleted
 
     def _retry_instead(self, decision: Decision, record: SQSRecord) -> Decision:
