@@ -24,6 +24,7 @@ posted before an upgrade keep their order and are never posted again.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -99,3 +100,8 @@ class Destination(BaseModel):
 
 
 DEFAULT_DESTINATIONS = (Destination(name=LEGACY_X, kind="x"),)
+
+
+def announcing(destinations: Iterable[Destination], source: str) -> tuple[Destination, ...]:
+    """The enabled destinations among ``destinations`` that announce ``source``, in order."""
+    return tuple(d for d in destinations if d.carries(source))

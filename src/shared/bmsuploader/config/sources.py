@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from bmsuploader.config.destinations import DEFAULT_DESTINATIONS, Destination
+from bmsuploader.config.destinations import DEFAULT_DESTINATIONS, Destination, announcing
 from bmsuploader.config.jmespath import check_jmespath
 from bmsuploader.config.templates import (
     DEFAULT_TEMPLATE,
@@ -333,7 +333,7 @@ class SourcesConfig(BaseModel):
 
     def destinations_of(self, source: str) -> tuple[Destination, ...]:
         """The enabled destinations that announce ``source``, in the file's order."""
-        return tuple(d for d in self.destinations if d.carries(source))
+        return announcing(self.destinations, source)
 
     def destination(self, name: str | None) -> Destination | None:
         """The destination a message names (``None``: the ``x`` one), if still configured."""

@@ -60,7 +60,7 @@ from bmsuploader.aws.state import (
     Validators,
     budget_month,
 )
-from bmsuploader.config.destinations import DEFAULT_DESTINATIONS, Destination
+from bmsuploader.config.destinations import DEFAULT_DESTINATIONS, Destination, announcing
 from bmsuploader.config.sources import Source
 from bmsuploader.contract.errors import SourceError, SourceFormatError
 from bmsuploader.contract.settings import Spending
@@ -528,7 +528,7 @@ class FetchCycle:
         owner: dict[int, int] = {}  # id(outgoing) -> entry index
         for index, (read, entry) in enumerate(entries):
             message = entry.to_message(read.source.name, now)
-            destinations = [d for d in self.destinations if d.carries(read.source.name)]
+            destinations = announcing(self.destinations, read.source.name)
             waiting[index] = len(destinations)
             for destination in destinations:
                 out = Outgoing.of(message.for_destination(destination.message_name))
