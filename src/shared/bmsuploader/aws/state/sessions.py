@@ -10,9 +10,8 @@ start refreshes the stored session instead of logging in again: Bluesky limits
 
 from __future__ import annotations
 
-import time
-
 from bmsuploader.aws.state.table import StateTable, s
+from bmsuploader.contract import clock
 
 
 def _key(destination: str) -> dict[str, dict[str, str]]:
@@ -36,6 +35,6 @@ class Sessions(StateTable):
             Item={
                 **_key(destination),
                 "session": {"M": {name: s(value) for name, value in session.items()}},
-                "saved_at": {"N": str(int(time.time()))},
+                "saved_at": {"N": str(int(clock.epoch()))},
             },
         )
