@@ -109,14 +109,13 @@ class EntryQueue:
             batch: list[Outgoing] = []
             rest: list[Outgoing] = []
             taken: set[str] = set()
-            held: set[str] = set()  # a group with an earlier message left for a later batch
+            # A message waits when its group is in the batch already or the batch is full; a
+            # full batch stays full, so no later message of a waiting group can overtake it.
             for message in pending:
-                group = message.group_id
-                if len(batch) < SEND_BATCH_LIMIT and group not in taken and group not in held:
+                if len(batch) < SEND_BATCH_LIMIT and message.group_id not in taken:
                     batch.append(message)
-                    taken.add(group)
+                    taken.add(message.group_id)
                 else:
-                    held.add(group)
                     rest.append(message)
             result = self.send(batch)
             yield result
