@@ -133,7 +133,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     for message in messages:
         for destination in destinations:
             # Rendered as the poster renders the message the fetcher sends to this destination.
-            post = render_for(config, message.for_destination(destination.message_name))
+            post = render_for(config, message.for_destination(destination.message_name), destination)
             line = {
                 "source": message.source,
                 "entry_id": message.entry_id,

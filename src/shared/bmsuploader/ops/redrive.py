@@ -116,12 +116,13 @@ def decide(  # noqa: PLR0911 - one answer per row of the table above
         )
         return Candidate(letter, message, message.source, message.entry_id, KEEP, why, record)
     try:
-        post = render_for(sources, message)
+        destination = destination_of(sources, message)
+        post = render_for(sources, message, destination)
     except BmsUploaderError as exc:
         return Candidate(
             letter, message, message.source, message.entry_id, KEEP, f"still does not render: {exc}"
         )
-    rules = rules_for(destination_of(sources, message).kind)
+    rules = rules_for(destination.kind)
     why = (
         "the poster will post it"
         if record is None

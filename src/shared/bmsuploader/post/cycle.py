@@ -135,10 +135,13 @@ def destination_of(sources: SourcesConfig | None, message: EntryMessage) -> Dest
     )
 
 
-def render_for(sources: SourcesConfig | None, message: EntryMessage) -> RenderedPost:
+def render_for(
+    sources: SourcesConfig | None, message: EntryMessage, destination: Destination | None = None
+) -> RenderedPost:
     """The post a message becomes with the current sources file, by its destination's rules
-    (the poster's rule, also ``bmsuploader redrive --preview``)."""
-    destination = destination_of(sources, message)
+    (the poster's rule, also ``bmsuploader redrive --preview``). ``destination``: the message's,
+    when the caller has looked it up already (:func:`destination_of`)."""
+    destination = destination or destination_of(sources, message)
     try:
         source = sources.get(message.source) if sources else None
     except KeyError:
@@ -164,14 +167,11 @@ class Announcer:
     spending: Spending
     clock: Callable[[], datetime]
 
-    def render(self, message: EntryMessage) -> RenderedPost:
-        return render_for(self.sources, message)
-
     def announce(
         self, message: EntryMessage, *, invocation_id: str, from_backlog: bool, maybe_posted: bool = False
     ) -> AnnounceResult:
         destination = destination_of(self.sources, message)
-        post = self.render(message)
+        post = render_for(self.sources, message, destination)
         now = self.clock()
         request = PostRequest(
             text=post.text,
